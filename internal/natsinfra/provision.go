@@ -1,0 +1,250 @@
+// Package natsinfra holds what every part of the system needs from NATS:
+// idempotent provisioning of the streams, consumers and KV buckets, the
+// server-version check, the embedded server, and the trace-header carrier.
+package natsinfra
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of everything the dispatcher keeps in JetStream. They are fixed by
+// SPEC §5.1 (the events stream) or by this project; operators see them in
+// `nats stream ls`.
+const (
+	EventsStream   = "BLAZELOCK_EVENTS"
+	EventsSubjects = "blazelock.events.>"
+	// EventsSubjectPrefix + "<integration_id>.<event>" is an event's subject.
+	EventsSubjectPrefix = "blazelock.events."
+	EventsConsumer      = "dispatcher"
+
+	// RetriesStream holds attempts 2..N. Each scheduled attempt is a NATS
+	// message schedule (server ≥ 2.12) on RetriesSchedulePrefix+<delivery>
+	// that the server fires onto RetriesDuePrefix+<integration> at its time,
+	// so waiting retries occupy no consumer ack slot (see DESIGN: the
+	// MaxAckPending trap) and survive dispatcher restarts.
+	RetriesStream         = "BLAZELOCK_RETRIES"
+	RetriesSchedulePrefix = "blazelock.retries.schedule."
+	RetriesDuePrefix      = "blazelock.retries.due."
+	RetriesConsumer       = "dispatcher-retries"
+
+	// WebhooksBucket is the source of truth for webhook configurations.
+	WebhooksBucket = "BLAZELOCK_WEBHOOKS"
+	// DeliveriesBucket is the delivery log.
+	DeliveriesBucket = "BLAZELOCK_DELIVERIES"
+)
+
+// Options are the operator's choices for provisioning.
+type Options struct {
+	Replicas int
+	Storage  jetstream.StorageType
+	// EventsMaxAge is how long published events (and so the delivery log,
+	// which refers to them for replays) are kept.
+	EventsMaxAge time.Duration
+	// DuplicateWindow is how long a Nats-Msg-Id is remembered for dedupe.
+	DuplicateWindow time.Duration
+	// MaxMsgBytes is the largest message the streams store. It is above the
+	// dispatcher's event limit on purpose, so oversized events reach the
+	// dispatcher and end as `rejected` with a reason instead of vanishing.
+	MaxMsgBytes int32
+	// AckWait bounds one attempt plus its bookkeeping before JetStream
+	// redelivers the message to another dispatcher.
+	AckWait time.Duration
+	// MaxAckPending caps messages handed out but not yet acknowledged, per consumer.
+	MaxAckPending int
+}
+
+// DefaultOptions are used by the embedded default and the tests.
+func DefaultOptions() Options {
+	return Options{
+		Replicas:        1,
+		Storage:         jetstream.FileStorage,
+		EventsMaxAge:    7 * 24 * time.Hour,
+		DuplicateWindow: 2 * time.Minute,
+		MaxMsgBytes:     1 << 20,
+		AckWait:         60 * time.Second,
+		MaxAckPending:   20000,
+	}
+}
+
+// Streams returns the stream configurations provisioning creates.
+func (o Options) Streams() []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{
+		{
+			Name:        EventsStream,
+			Description: "Blazelock scan events published by scan services (SPEC 5.1)",
+			Subjects:    []string{EventsSubjects},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      o.EventsMaxAge,
+			Duplicates:  o.DuplicateWindow,
+			MaxMsgSize:  o.MaxMsgBytes,
+			Storage:     o.Storage,
+			Replicas:    o.Replicas,
+			Discard:     jetstream.DiscardOld,
+		},
+		{
+			Name:              RetriesStream,
+			Description:       "Scheduled webhook attempts 2..N and API retries",
+			Subjects:          []string{RetriesSchedulePrefix + ">", RetriesDuePrefix + ">"},
+			Retention:         jetstream.WorkQueuePolicy,
+			MaxAge:            o.EventsMaxAge,
+			Duplicates:        o.DuplicateWindow,
+			MaxMsgSize:        o.MaxMsgBytes,
+			Storage:           o.Storage,
+			Replicas:          o.Replicas,
+			AllowMsgSchedules: true,
+		},
+	}
+}
+
+// Consumers returns the durable pull consumers, keyed by stream name.
+func (o Options) Consumers() map[string]jetstream.ConsumerConfig {
+	return map[string]jetstream.ConsumerConfig{
+		EventsStream: {
+			Durable:       EventsConsumer,
+			Description:   "first attempts, shared by every dispatcher",
+			FilterSubject: EventsSubjects,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       o.AckWait,
+			MaxAckPending: o.MaxAckPending,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			Replicas:      o.Replicas,
+		},
+		RetriesStream: {
+			Durable:       RetriesConsumer,
+			Description:   "scheduled attempts that are due, shared by every dispatcher",
+			FilterSubject: RetriesDuePrefix + ">",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       o.AckWait,
+			MaxAckPending: o.MaxAckPending,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			Replicas:      o.Replicas,
+		},
+	}
+}
+
+// Buckets returns the KV bucket configurations.
+func (o Options) Buckets() []jetstream.KeyValueConfig {
+	return []jetstream.KeyValueConfig{
+		{
+			Bucket:      WebhooksBucket,
+			Description: "webhook configuration per integration (secrets encrypted)",
+			History:     1,
+			Storage:     o.Storage,
+			Replicas:    o.Replicas,
+		},
+		{
+			Bucket:      DeliveriesBucket,
+			Description: "delivery log: each delivery with its attempts",
+			History:     1,
+			TTL:         o.EventsMaxAge,
+			Storage:     o.Storage,
+			Replicas:    o.Replicas,
+		},
+	}
+}
+
+// Provision creates or updates every stream, consumer and bucket, then reads
+// each back and fails if the server stored something other than what was
+// asked (older servers silently drop options they do not know). Running it
+// again with the same options changes nothing.
+func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
+	var problems []error
+	for _, want := range o.Streams() {
+		s, err := js.CreateOrUpdateStream(ctx, want)
+		if err != nil {
+			return fmt.Errorf("provision stream %s: %w", want.Name, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("read back stream %s: %w", want.Name, err)
+		}
+		problems = append(problems, compareStream(want, info.Config)...)
+		if cc, ok := o.Consumers()[want.Name]; ok {
+			c, err := s.CreateOrUpdateConsumer(ctx, cc)
+			if err != nil {
+				return fmt.Errorf("provision consumer %s on %s: %w", cc.Durable, want.Name, err)
+			}
+			ci, err := c.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("read back consumer %s: %w", cc.Durable, err)
+			}
+			problems = append(problems, compareConsumer(cc, ci.Config)...)
+		}
+	}
+	for _, want := range o.Buckets() {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, want)
+		if err != nil {
+			return fmt.Errorf("provision KV bucket %s: %w", want.Bucket, err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("read back KV bucket %s: %w", want.Bucket, err)
+		}
+		if st.TTL() != want.TTL || st.History() != int64(want.History) {
+			problems = append(problems, fmt.Errorf("KV bucket %s: server stored ttl=%s history=%d, asked ttl=%s history=%d",
+				want.Bucket, st.TTL(), st.History(), want.TTL, want.History))
+		}
+	}
+	if err := errors.Join(problems...); err != nil {
+		return fmt.Errorf("the NATS server did not store the configuration asked for (is it older than %s?): %w", MinServerVersion, err)
+	}
+	return nil
+}
+
+func compareStream(want, got jetstream.StreamConfig) []error {
+	var p []error
+	check := func(field string, w, g any) {
+		if !reflect.DeepEqual(w, g) {
+			p = append(p, fmt.Errorf("stream %s %s: stored %v, asked %v", want.Name, field, g, w))
+		}
+	}
+	check("subjects", want.Subjects, got.Subjects)
+	check("retention", want.Retention, got.Retention)
+	check("max age", want.MaxAge, got.MaxAge)
+	check("duplicate window", want.Duplicates, got.Duplicates)
+	check("max message size", want.MaxMsgSize, got.MaxMsgSize)
+	check("storage", want.Storage, got.Storage)
+	check("replicas", want.Replicas, got.Replicas)
+	check("message schedules", want.AllowMsgSchedules, got.AllowMsgSchedules)
+	return p
+}
+
+func compareConsumer(want, got jetstream.ConsumerConfig) []error {
+	var p []error
+	check := func(field string, w, g any) {
+		if !reflect.DeepEqual(w, g) {
+			p = append(p, fmt.Errorf("consumer %s %s: stored %v, asked %v", want.Durable, field, g, w))
+		}
+	}
+	check("filter subject", want.FilterSubject, got.FilterSubject)
+	check("ack policy", want.AckPolicy, got.AckPolicy)
+	check("ack wait", want.AckWait, got.AckWait)
+	check("max ack pending", want.MaxAckPending, got.MaxAckPending)
+	return p
+}
+
+// EventSubject is the subject an event for an integration is published on.
+func EventSubject(integrationID, event string) string {
+	return EventsSubjectPrefix + integrationID + "." + event
+}
+
+// ParseEventSubject splits an event subject into integration id and event
+// name; ok is false when the subject does not have that shape.
+func ParseEventSubject(subject string) (integrationID, event string, ok bool) {
+	rest, found := strings.CutPrefix(subject, EventsSubjectPrefix)
+	if !found {
+		return "", "", false
+	}
+	integrationID, event, found = strings.Cut(rest, ".")
+	if !found || integrationID == "" || event == "" {
+		return "", "", false
+	}
+	return integrationID, event, true
+}

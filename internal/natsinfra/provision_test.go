@@ -1,0 +1,118 @@
+package natsinfra_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/blazelock/webhooks/internal/natsinfra"
+	"github.com/blazelock/webhooks/internal/testinfra"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestProvisionIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	nc := testinfra.StartNATS(t).Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsinfra.CheckServer(ctx, nc, js); err != nil {
+		t.Fatalf("embedded server refused: %v", err)
+	}
+	opts := natsinfra.DefaultOptions()
+	if err := natsinfra.Provision(ctx, js, opts); err != nil {
+		t.Fatalf("first provision: %v", err)
+	}
+	before := snapshot(t, js)
+	if err := natsinfra.Provision(ctx, js, opts); err != nil {
+		t.Fatalf("second provision: %v", err)
+	}
+	after := snapshot(t, js)
+	for name, b := range before {
+		if a := after[name]; a != b {
+			t.Errorf("%s changed on second provision:\n before %s\n after  %s", name, b, a)
+		}
+	}
+}
+
+// snapshot records what a no-op must leave unchanged: creation times,
+// configs and the last sequence (a KV bucket update writes nothing either).
+func snapshot(t *testing.T, js jetstream.JetStream) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]string{}
+	for name := range js.StreamNames(ctx).Name() {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = info.Created.String() + " " + jsonOf(info.Config) + " last=" + itoa(info.State.LastSeq)
+		for ci := range s.ListConsumers(ctx).Info() {
+			out[name+"/"+ci.Name] = ci.Created.String() + " " + jsonOf(ci.Config)
+		}
+	}
+	if len(out) < 4 {
+		t.Fatalf("expected the events and retries streams and two KV buckets, got %v", out)
+	}
+	return out
+}
+
+func TestProvisionChangesStoredOptions(t *testing.T) {
+	ctx := context.Background()
+	nc := testinfra.StartNATS(t).Connect(t)
+	js, _ := jetstream.New(nc)
+	opts := natsinfra.DefaultOptions()
+	if err := natsinfra.Provision(ctx, js, opts); err != nil {
+		t.Fatal(err)
+	}
+	opts.DuplicateWindow *= 2
+	if err := natsinfra.Provision(ctx, js, opts); err != nil {
+		t.Fatalf("update duplicate window: %v", err)
+	}
+	s, _ := js.Stream(ctx, natsinfra.EventsStream)
+	info, _ := s.Info(ctx)
+	if info.Config.Duplicates != opts.DuplicateWindow {
+		t.Fatalf("duplicate window = %s, want %s", info.Config.Duplicates, opts.DuplicateWindow)
+	}
+}
+
+func TestVersionAtLeast(t *testing.T) {
+	for _, tc := range []struct {
+		have, want string
+		ok         bool
+	}{
+		{"2.15.2", "2.12.0", true},
+		{"2.12.0", "2.12.0", true},
+		{"2.9.10", "2.12.0", false},
+		{"2.11.99", "2.12.0", false},
+		{"3.0.0", "2.12.0", true},
+		{"v2.12.1-beta.1", "2.12.0", true},
+		{"", "2.12.0", false},
+	} {
+		if got := natsinfra.VersionAtLeast(tc.have, tc.want); got != tc.ok {
+			t.Errorf("VersionAtLeast(%q, %q) = %v", tc.have, tc.want, got)
+		}
+	}
+}
+
+func TestParseEventSubject(t *testing.T) {
+	for _, tc := range []struct {
+		subject, integration, event string
+		ok                          bool
+	}{
+		{"blazelock.events.0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c01.file_scan.completed", "0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c01", "file_scan.completed", true},
+		{natsinfra.EventSubject("abc", "file_scan.failed"), "abc", "file_scan.failed", true},
+		{"blazelock.events.abc", "", "", false},
+		{"blazelock.events..x", "", "", false},
+		{"other.events.abc.x", "", "", false},
+	} {
+		i, e, ok := natsinfra.ParseEventSubject(tc.subject)
+		if i != tc.integration || e != tc.event || ok != tc.ok {
+			t.Errorf("ParseEventSubject(%q) = %q, %q, %v", tc.subject, i, e, ok)
+		}
+	}
+}
