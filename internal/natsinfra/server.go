@@ -79,7 +79,10 @@ func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("DISPATCHER_NATS_LISTEN %q has no numeric port", o.Listen)
 	}
-	if !portFree(host, port) {
+	switch {
+	case port == 0:
+		port = server.RANDOM_PORT // nats-server reads 0 as "the default 4222"
+	case !portFree(host, port):
 		if o.ListenExplicit {
 			return nil, fmt.Errorf("DISPATCHER_NATS_LISTEN %s is already in use: choose a free address", o.Listen)
 		}
