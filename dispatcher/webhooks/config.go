@@ -1,0 +1,137 @@
+package webhooks
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/blazelock/webhooks/schemas"
+)
+
+// Settings are what the management API sets on an integration's webhook
+// (SPEC §4).
+type Settings struct {
+	Enabled bool
+	URL     string
+	// Events is a subset of schemas.EventNames. The store keeps it without
+	// duplicates, in SPEC order; it must not be empty while Enabled.
+	Events []string
+}
+
+// Config is an integration's webhook configuration as readers get it.
+type Config struct {
+	IntegrationID string
+	Settings
+	// Secret is the plaintext webhook secret ("whsec_…"). It exists in
+	// memory only: KV and Redis hold it encrypted.
+	Secret string
+	// Revision is the JetStream KV revision of this configuration; every
+	// write gives a larger one.
+	Revision  uint64
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Selects reports whether event is one of the configured events. It does
+// not look at Enabled: a disabled webhook skips every event whatever it
+// selects, and callers usually want to tell those two reasons apart.
+func (c Config) Selects(event string) bool {
+	for _, e := range c.Events {
+		if e == event {
+			return true
+		}
+	}
+	return false
+}
+
+// normalizeSettings checks s and returns it with Events deduplicated and in
+// SPEC order. The API gives callers precise per-field messages; this check
+// keeps other callers of the store from storing what the SPEC forbids.
+func normalizeSettings(s Settings) (Settings, error) {
+	mask, err := eventMask(s.Events)
+	if err != nil {
+		return Settings{}, err
+	}
+	if s.Enabled && mask == 0 {
+		return Settings{}, fmt.Errorf("%w: events must not be empty while the webhook is enabled", ErrInvalidSettings)
+	}
+	if s.URL == "" {
+		return Settings{}, fmt.Errorf("%w: url is required", ErrInvalidSettings)
+	}
+	s.Events = eventsFromMask(mask)
+	return s, nil
+}
+
+// eventMask encodes a set of event names as bits in SPEC order; the cache
+// stores the mask instead of the names.
+func eventMask(events []string) (uint8, error) {
+	var mask uint8
+	for _, e := range events {
+		bit := eventBit(e)
+		if bit == 0 {
+			return 0, fmt.Errorf("%w: unknown event %q", ErrInvalidSettings, e)
+		}
+		mask |= bit
+	}
+	return mask, nil
+}
+
+func eventBit(event string) uint8 {
+	for i, name := range schemas.EventNames {
+		if name == event {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// eventsFromMask returns the names in mask, in SPEC order. It always returns
+// a fresh slice (never shared), so callers may modify it.
+func eventsFromMask(mask uint8) []string {
+	events := make([]string, 0, len(schemas.EventNames))
+	for i, name := range schemas.EventNames {
+		if mask&(1<<i) != 0 {
+			events = append(events, name)
+		}
+	}
+	return events
+}
+
+// recordFormat versions the KV value layout.
+const recordFormat = 1
+
+// record is the KV value of one integration: readable JSON (an operator can
+// `nats kv get` it), with the secret only in its encrypted text form.
+type record struct {
+	Format    int       `json:"format"`
+	Enabled   bool      `json:"enabled"`
+	URL       string    `json:"url"`
+	Events    []string  `json:"events"`
+	Secret    string    `json:"secret"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func decodeRecord(b []byte) (record, error) {
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return record{}, fmt.Errorf("decode webhook record: %w", err)
+	}
+	if r.Format != recordFormat {
+		return record{}, fmt.Errorf("decode webhook record: unknown format %d (this dispatcher reads format %d)", r.Format, recordFormat)
+	}
+	if r.Secret == "" {
+		return record{}, errors.New("decode webhook record: no secret")
+	}
+	return r, nil
+}
+
+func (r record) encode() []byte {
+	b, err := json.Marshal(r)
+	if err != nil {
+		// Only strings, bools and times: marshalling cannot fail.
+		panic(fmt.Sprintf("encode webhook record: %v", err))
+	}
+	return b
+}

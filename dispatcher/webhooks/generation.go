@@ -1,0 +1,323 @@
+package webhooks
+
+// The cache generation: its KV record, how a Store learns it (watcher and
+// lease), how writers move it, and how a restarted Redis is detected. The
+// reasoning is in the package comment (store.go).
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+)
+
+func newToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// genRecord is the KV value under generationKey.
+type genRecord struct {
+	Token string `json:"token"`
+	// RedisRunID is the run_id of the Redis process whose contents were
+	// last verified for this generation ("" if none yet).
+	RedisRunID string    `json:"redis_run_id"`
+	Reason     string    `json:"reason"`
+	At         time.Time `json:"at"`
+}
+
+func (r genRecord) encode() []byte {
+	b, _ := json.Marshal(r)
+	return b
+}
+
+// generation is what a Store knows about the current cache generation.
+type generation struct {
+	rev       uint64
+	rec       genRecord
+	keyPrefix string // RedisKeyPrefix + "webhooks:" + token + ":"
+}
+
+// adopt makes (rev, rec) the known generation unless a newer one is known,
+// and returns the one known afterwards.
+func (s *Store) adopt(rev uint64, rec genRecord) *generation {
+	next := &generation{rev: rev, rec: rec, keyPrefix: s.opts.RedisKeyPrefix + "webhooks:" + rec.Token + ":"}
+	for {
+		cur := s.gen.Load()
+		if cur != nil && cur.rev >= rev {
+			return cur
+		}
+		if s.gen.CompareAndSwap(cur, next) {
+			if cur != nil {
+				s.log.Info("webhook cache generation changed", "revision", rev, "reason", rec.Reason)
+			}
+			return next
+		}
+	}
+}
+
+// readGeneration reads the generation from KV (creating it if missing) and
+// adopts it.
+func (s *Store) readGeneration(ctx context.Context) (*generation, error) {
+	for range maxWriteAttempts {
+		e, err := s.kv.Get(ctx, generationKey)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			rec := genRecord{Token: newToken(), Reason: "created", At: time.Now().UTC()}
+			rev, err := s.kv.Create(ctx, generationKey, rec.encode())
+			if isConflict(err) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("create cache generation: %w", err)
+			}
+			return s.adopt(rev, rec), nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read cache generation: %w", err)
+		}
+		var rec genRecord
+		if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Token == "" {
+			// Damaged: replacing it with a fresh token is always safe.
+			rec = genRecord{Token: newToken(), Reason: "replaced an unreadable generation record", At: time.Now().UTC()}
+			rev, err := s.kv.Update(ctx, generationKey, rec.encode(), e.Revision())
+			if isConflict(err) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("replace cache generation: %w", err)
+			}
+			return s.adopt(rev, rec), nil
+		}
+		return s.adopt(e.Revision(), rec), nil
+	}
+	return nil, fmt.Errorf("read cache generation: %w", ErrConflict)
+}
+
+// bump replaces the generation read as from (after the caller's KV write)
+// with a new token. If someone else replaced it since, that also
+// invalidates everything cached before the caller's write.
+func (s *Store) bump(ctx context.Context, from *generation, reason string) error {
+	for attempt := range 3 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w: %w", ErrNotConfirmed, ctx.Err())
+			case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+			}
+		}
+		rec := genRecord{Token: newToken(), RedisRunID: from.rec.RedisRunID, Reason: reason, At: time.Now().UTC()}
+		rev, err := s.kv.Update(ctx, generationKey, rec.encode(), from.rev)
+		if err == nil {
+			s.stats.bumps.Add(1)
+			s.adopt(rev, rec)
+			s.log.Warn("webhook cache generation moved: entries cached before are ignored", "reason", reason, "revision", rev)
+			return nil
+		}
+		if !isConflict(err) {
+			s.log.Error("move webhook cache generation", "error", err)
+			continue
+		}
+		g, err := s.readGeneration(ctx)
+		if err != nil {
+			continue
+		}
+		if g.rev > from.rev {
+			return nil // moved by someone else after our KV write
+		}
+		from = g
+	}
+	return fmt.Errorf("%w: the cache generation could not be moved", ErrNotConfirmed)
+}
+
+// watch keeps the store's knowledge of the cache generation current until
+// ctx ends: a KV watcher adopts new generations as they are written, and a
+// direct read every GenerationRefresh confirms it (the lease that allows
+// Redis reads).
+func (s *Store) watch(ctx context.Context) {
+	if _, err := s.verifyRedis(ctx); err != nil && ctx.Err() == nil {
+		s.redisLog.warn(s.log, "verify Redis at start; reading KV until it answers", "error", err)
+	}
+	s.refresh(ctx)
+	ticker := time.NewTicker(s.opts.GenerationRefresh)
+	defer ticker.Stop()
+	var w jetstream.KeyWatcher
+	defer func() {
+		if w != nil {
+			_ = w.Stop()
+		}
+	}()
+	for {
+		if w == nil {
+			var err error
+			if w, err = s.kv.Watch(ctx, generationKey); err != nil {
+				w = nil
+				if ctx.Err() == nil {
+					s.log.Warn("watch webhook cache generation; retrying", "error", err)
+				}
+			}
+		}
+		var updates <-chan jetstream.KeyValueEntry
+		if w != nil {
+			updates = w.Updates()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			s.refresh(ctx)
+		case e, ok := <-updates:
+			switch {
+			case !ok:
+				w = nil
+			case e == nil: // end of the initial replay
+			case e.Operation() != jetstream.KeyValuePut:
+				_, _ = s.readGeneration(ctx) // deleted: create a new one
+			default:
+				var rec genRecord
+				if err := json.Unmarshal(e.Value(), &rec); err == nil && rec.Token != "" {
+					s.adopt(e.Revision(), rec)
+				}
+			}
+		}
+	}
+}
+
+// refresh confirms the generation with a direct read and extends the lease
+// from the moment the read started.
+func (s *Store) refresh(ctx context.Context) {
+	start := s.nanotime()
+	ctx, cancel := context.WithTimeout(ctx, s.opts.GenerationLease)
+	defer cancel()
+	e, err := s.kv.Get(ctx, generationKey)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			_, err = s.readGeneration(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
+			s.genLog.warn(s.log, "confirm webhook cache generation; reading KV until it succeeds", "error", err)
+		}
+		return
+	}
+	var rec genRecord
+	if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Token == "" {
+		_, _ = s.readGeneration(ctx) // replaces it
+		return
+	}
+	if g := s.adopt(e.Revision(), rec); g.rev == e.Revision() {
+		s.leaseUntil.Store(start + int64(s.opts.GenerationLease))
+	} else {
+		// A newer generation is known than KV just returned: either this
+		// read raced with a change (the next refresh confirms), or the
+		// bucket was recreated and revisions went backwards (then Redis is
+		// not used again until the dispatcher restarts).
+		s.genLog.warn(s.log, "webhook cache generation in KV is older than the one known; not extending the cache lease",
+			"known_revision", g.rev, "kv_revision", e.Revision())
+	}
+}
+
+// redisFailed opens the fallback to KV for RedisRetryInterval.
+func (s *Store) redisFailed(op string, err error) {
+	s.stats.redisErrors.Add(1)
+	s.redisRetryAt.Store(s.nanotime() + int64(s.opts.RedisRetryInterval))
+	s.redisLog.warn(s.log, "redis unavailable; reading webhook configs from KV", "op", op, "error", err)
+}
+
+func (s *Store) redisOK() {
+	if s.redisRetryAt.Load() != 0 {
+		s.redisRetryAt.Store(0)
+	}
+}
+
+func isNoScript(err error) bool {
+	return errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+// tryVerifyRedis verifies Redis unless another call is already doing it.
+func (s *Store) tryVerifyRedis(ctx context.Context) {
+	if !s.verifyMu.TryLock() {
+		return
+	}
+	defer s.verifyMu.Unlock()
+	if _, err := s.verifyRedisLocked(ctx); err != nil && ctx.Err() == nil {
+		s.redisFailed("verify redis", err)
+	}
+}
+
+// verifyRedis makes sure the generation has been moved past any contents
+// of the Redis process we now talk to that nobody verified, then loads our
+// scripts there. It is the only place scripts are loaded: their absence
+// (NOSCRIPT) is how a restarted or failed-over Redis is noticed.
+func (s *Store) verifyRedis(ctx context.Context) (*generation, error) {
+	s.verifyMu.Lock()
+	defer s.verifyMu.Unlock()
+	return s.verifyRedisLocked(ctx)
+}
+
+func (s *Store) verifyRedisLocked(ctx context.Context) (*generation, error) {
+	for range 3 {
+		runID, err := s.redisRunID(ctx)
+		if err != nil {
+			return nil, err
+		}
+		g, err := s.readGeneration(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for g.rec.RedisRunID != runID {
+			rec := genRecord{Token: newToken(), RedisRunID: runID, Reason: "redis restarted, failed over or was first seen (new run_id)", At: time.Now().UTC()}
+			rev, err := s.kv.Update(ctx, generationKey, rec.encode(), g.rev)
+			if isConflict(err) {
+				if g, err = s.readGeneration(ctx); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("move cache generation for a new redis: %w", err)
+			}
+			s.stats.bumps.Add(1)
+			g = s.adopt(rev, rec)
+			s.log.Warn("webhook cache generation moved", "reason", rec.Reason, "revision", rev)
+		}
+		for _, sc := range []script{s.readScript, s.casScript} {
+			sha, err := s.cache.ScriptLoad(ctx, sc.src).Result()
+			if err != nil {
+				return nil, fmt.Errorf("load redis script: %w", err)
+			}
+			if sha != sc.sha {
+				return nil, fmt.Errorf("load redis script: server computed sha %s, expected %s", sha, sc.sha)
+			}
+		}
+		// The scripts must not outlive a restart that happened during the
+		// check (they would hide it): confirm the process did not change.
+		after, err := s.redisRunID(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if after == runID {
+			return g, nil
+		}
+	}
+	return nil, errors.New("verify redis: the redis process kept changing")
+}
+
+func (s *Store) redisRunID(ctx context.Context) (string, error) {
+	info, err := s.cache.Info(ctx, "server").Result()
+	if err != nil {
+		return "", fmt.Errorf("read redis run_id: %w", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(line, "run_id:"); ok {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", errors.New("read redis run_id: INFO server has no run_id")
+}

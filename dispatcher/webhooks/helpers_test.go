@@ -1,0 +1,339 @@
+package webhooks
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/blazelock/webhooks/internal/natsinfra"
+	"github.com/blazelock/webhooks/internal/testinfra"
+)
+
+// testEnv is one JetStream (with the provisioned buckets) per test.
+type testEnv struct {
+	js  jetstream.JetStream
+	kv  jetstream.KeyValue
+	key []byte
+}
+
+func newTestEnv(t testing.TB) *testEnv {
+	t.Helper()
+	n := testinfra.StartNATS(t)
+	nc := n.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	ctx := context.Background()
+	if err := natsinfra.Provision(ctx, js, natsinfra.DefaultOptions()); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	kv, err := js.KeyValue(ctx, natsinfra.WebhooksBucket)
+	if err != nil {
+		t.Fatalf("open bucket: %v", err)
+	}
+	return &testEnv{js: js, kv: kv, key: randomKey(t)}
+}
+
+func randomKey(t testing.TB) []byte {
+	k := make([]byte, SecretKeyLen)
+	if _, err := rand.Read(k); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// redisClient returns a client with the short timeouts a dispatcher should
+// use, closed at cleanup.
+func redisClient(t testing.TB, url string) *redis.Client {
+	t.Helper()
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatalf("parse redis url: %v", err)
+	}
+	o.DialTimeout = 300 * time.Millisecond
+	o.ReadTimeout = 300 * time.Millisecond
+	o.WriteTimeout = 300 * time.Millisecond
+	o.MaxRetries = 1
+	o.ContextTimeoutEnabled = true
+	c := redis.NewClient(o)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+type storeOpt func(*Options)
+
+// newStore builds a Store, closed at cleanup, and, with a reachable Redis,
+// waits until it reads through the cache.
+func (e *testEnv) newStore(t testing.TB, rdb *redis.Client, prefix string, opts ...storeOpt) *Store {
+	t.Helper()
+	o := Options{SecretKey: e.key, RedisKeyPrefix: prefix, Logger: testLogger(t)}
+	for _, f := range opts {
+		f(&o)
+	}
+	s, err := New(e.kv, rdb, o)
+	if err != nil {
+		t.Fatalf("new store: %v", err)
+	}
+	t.Cleanup(s.Close)
+	if rdb != nil && rdb.Ping(context.Background()).Err() == nil {
+		testinfra.WaitFor(t, 10*time.Second, "the store to confirm the cache generation", func() bool {
+			return s.cacheGeneration() != nil
+		})
+	}
+	return s
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func newID() string { return uuid.NewString() }
+
+func settings(url string, events ...string) Settings {
+	if len(events) == 0 {
+		events = []string{"file_scan.completed"}
+	}
+	return Settings{Enabled: true, URL: url, Events: events}
+}
+
+func mustPut(t testing.TB, s *Store, id string, set Settings) Config {
+	t.Helper()
+	cfg, _, err := s.Put(context.Background(), id, set)
+	if err != nil {
+		t.Fatalf("put %s: %v", id, err)
+	}
+	return cfg
+}
+
+func mustGet(t testing.TB, s *Store, id string) Config {
+	t.Helper()
+	cfg, err := s.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("get %s: %v", id, err)
+	}
+	return cfg
+}
+
+// sameConfig compares every field a reader uses.
+func sameConfig(t testing.TB, what string, got, want Config) {
+	t.Helper()
+	g, w := fmt.Sprintf("%+v", got), fmt.Sprintf("%+v", want)
+	if g != w || !got.CreatedAt.Equal(want.CreatedAt) || !got.UpdatedAt.Equal(want.UpdatedAt) {
+		t.Fatalf("%s:\n got  %s\n want %s", what, g, w)
+	}
+}
+
+// rawCacheValue returns the Redis value of id in the store's current
+// generation ("" when absent).
+func rawCacheValue(t testing.TB, s *Store, rdb *redis.Client, id string) string {
+	t.Helper()
+	g := s.gen.Load()
+	if g == nil {
+		t.Fatal("store knows no generation")
+	}
+	v, err := rdb.Get(context.Background(), g.keyPrefix+id).Result()
+	if errors.Is(err, redis.Nil) {
+		return ""
+	}
+	if err != nil {
+		t.Fatalf("redis get: %v", err)
+	}
+	return v
+}
+
+// allRedisValues returns every key and value under prefix.
+func allRedisValues(t testing.TB, rdb *redis.Client, prefix string) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]string{}
+	iter := rdb.Scan(ctx, 0, prefix+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		v, err := rdb.Get(ctx, iter.Val()).Result()
+		if err != nil {
+			t.Fatalf("redis get %s: %v", iter.Val(), err)
+		}
+		out[iter.Val()] = v
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("redis scan: %v", err)
+	}
+	return out
+}
+
+// proxy is a TCP forwarder to Redis that the test can cut, to simulate a
+// partition between one dispatcher and a Redis that keeps its data.
+type proxy struct {
+	addr   string
+	target string
+	ln     net.Listener
+	mu     sync.Mutex
+	cut    bool
+	conns  []net.Conn
+}
+
+func startProxy(t testing.TB, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{addr: ln.Addr().String(), target: target, ln: ln}
+	go p.serve()
+	t.Cleanup(func() { _ = ln.Close(); p.setCut(true) })
+	return p
+}
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+		go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+	}
+}
+
+// setCut closes every forwarded connection and refuses new ones (true), or
+// accepts connections again (false).
+func (p *proxy) setCut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.conns = nil
+	}
+}
+
+func redisAddr(t testing.TB, url string) string {
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.Addr
+}
+
+// persistentRedis is a redis-server of this test whose data survives a
+// SIGKILL as of its last SAVE: the way a Redis restored from an older
+// snapshot comes back.
+type persistentRedis struct {
+	url, dir, bin string
+	port          int
+	cmd           *exec.Cmd
+}
+
+func startPersistentRedis(t testing.TB) *persistentRedis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("redis-server binary needed for the snapshot test: %v", err)
+		}
+		t.Skipf("SKIPPED LOUDLY: the snapshot-restore test needs a redis-server binary on PATH: %v", err)
+	}
+	r := &persistentRedis{bin: bin, dir: t.TempDir(), port: testinfra.FreePort(t)}
+	r.url = "redis://127.0.0.1:" + strconv.Itoa(r.port) + "/0"
+	r.start(t)
+	t.Cleanup(r.kill)
+	return r
+}
+
+func (r *persistentRedis) start(t testing.TB) {
+	t.Helper()
+	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir, "--dbfilename", "dump.rdb",
+		"--logfile", filepath.Join(r.dir, "redis.log"))
+	if err := r.cmd.Start(); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	testinfra.WaitFor(t, 10*time.Second, "redis-server to answer PING", func() bool {
+		return testinfra.PingRedis(r.url) == nil
+	})
+}
+
+// kill stops the server with SIGKILL: nothing after the last SAVE survives.
+func (r *persistentRedis) kill() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Kill()
+		_ = r.cmd.Wait()
+		r.cmd = nil
+	}
+}
+
+// captureHandler counts log records, for the log-throttling test.
+type captureHandler struct {
+	mu      sync.Mutex
+	records []string
+}
+
+func (h *captureHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *captureHandler) Handle(_ context.Context, r slog.Record) error {
+	var b bytes.Buffer
+	b.WriteString(r.Level.String() + " " + r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		b.WriteString(" " + a.Key + "=" + a.Value.String())
+		return true
+	})
+	h.mu.Lock()
+	h.records = append(h.records, b.String())
+	h.mu.Unlock()
+	return nil
+}
+func (h *captureHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *captureHandler) WithGroup(string) slog.Handler      { return h }
+
+func (h *captureHandler) count(substr string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range h.records {
+		if strings.Contains(r, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+func (h *captureHandler) all() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return strings.Join(h.records, "\n")
+}
