@@ -53,8 +53,9 @@ type Deps struct {
 	URLPolicy target.Policy
 	Resolver  target.Resolver
 	Logger    *slog.Logger
-	// The delivery routes of SPEC §5.2 (deliveries.go) add their
-	// dependency here: Deliveries DeliveryService.
+	// Deliveries serves the delivery routes of SPEC §5.2 (deliveries.go);
+	// nil leaves them out.
+	Deliveries DeliveryService
 }
 
 // Server is the management API.
@@ -101,7 +102,7 @@ func New(deps Deps) *Server {
 // routes registers every route of this package.
 func (s *Server) routes() {
 	s.webhookRoutes()
-	// The delivery routes of SPEC §5.2 register here: s.deliveryRoutes().
+	s.deliveryRoutes()
 }
 
 // Handler returns the API's handler: authentication, one log line per

@@ -1,0 +1,258 @@
+// Package deliver makes one webhook attempt: it signs the body with a fresh
+// timestamp, POSTs it with every SPEC §2 header over an SSRF-guarded
+// transport, and classifies the outcome. Retries across minutes and hours
+// are not done here: they are scheduled durably by the pipeline.
+package deliver
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/blazelock/webhooks/dispatcher/schedule"
+	"github.com/blazelock/webhooks/dispatcher/sign"
+)
+
+// SPEC §2 header names.
+const (
+	HeaderTimestamp = "X-Blazelock-Webhook-Timestamp"
+	HeaderSignature = "X-Blazelock-Webhook-Signature"
+	HeaderID        = "X-Blazelock-Webhook-Id"
+	HeaderAttempt   = "X-Blazelock-Webhook-Attempt"
+)
+
+// MaxExcerptBytes is how much of a response body is kept (SPEC §3: 64 KiB).
+const MaxExcerptBytes = 64 << 10
+
+// drainBytes bounds how much more of a response is read (and discarded) so
+// the connection can be reused; beyond it the connection is closed instead.
+const drainBytes = 256 << 10
+
+// Outcome classes, low-cardinality labels for metrics and the log.
+const (
+	ClassSuccess     = "success"
+	ClassRedirect    = "http_3xx"
+	ClassClientError = "http_4xx"
+	ClassRateLimited = "http_429"
+	ClassServerError = "http_5xx"
+	ClassTimeout     = "timeout"
+	ClassRefused     = "connection_refused"
+	ClassReset       = "connection_reset"
+	ClassDNS         = "dns"
+	ClassTLS         = "tls"
+	ClassSSRF        = "ssrf_refused"
+	ClassNetwork     = "network"
+)
+
+// Request is what one attempt sends.
+type Request struct {
+	URL     string
+	Secret  string
+	EventID string
+	Attempt int
+	Body    []byte
+}
+
+// Result describes one attempt.
+type Result struct {
+	StartedAt  time.Time
+	Duration   time.Duration
+	StatusCode int    // 0 when no response arrived
+	Class      string // one of the Class constants
+	// Err is the transport error, without the URL (it may carry a query
+	// string the customer considers private).
+	Err        error
+	Excerpt    []byte
+	RetryAfter time.Duration // from 429/503 Retry-After, 0 if none
+}
+
+// OK reports whether the attempt succeeded (a 2xx within the timeout).
+func (r Result) OK() bool { return r.Class == ClassSuccess }
+
+// Options configure a Sender.
+type Options struct {
+	// DialContext dials with the connect-time SSRF check.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// IsRefusedTarget recognises the dialer's refusal, to classify it as ClassSSRF.
+	IsRefusedTarget func(error) bool
+	AttemptTimeout  time.Duration
+	UserAgent       string
+	TracerProvider  trace.TracerProvider
+	// TLSConfig is for tests that trust a local CA; nil uses the system roots.
+	TLSConfig *tls.Config
+	// MaxIdleConnsPerHost is the keep-alive pool per endpoint.
+	MaxIdleConnsPerHost int
+}
+
+// Sender makes attempts. It is safe for concurrent use.
+type Sender struct {
+	client          *retryablehttp.Client
+	userAgent       string
+	isRefusedTarget func(error) bool
+	now             func() time.Time
+}
+
+// New builds the HTTP stack: an http.Transport whose dialer re-checks every
+// resolved address, wrapped by otelhttp for one client span per attempt (with
+// an empty propagator, so our trace ids never reach customer endpoints),
+// inside retryablehttp with RetryMax 0: every HTTP request is one numbered
+// attempt, and the minutes-to-hours schedule lives in JetStream.
+func New(o Options) *Sender {
+	if o.MaxIdleConnsPerHost == 0 {
+		o.MaxIdleConnsPerHost = 64
+	}
+	transport := &http.Transport{
+		Proxy:                 nil, // never send webhooks through an environment proxy by accident
+		DialContext:           o.DialContext,
+		TLSClientConfig:       o.TLSConfig,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   o.MaxIdleConnsPerHost,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: o.AttemptTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+	otelOpts := []otelhttp.Option{otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator())}
+	if o.TracerProvider != nil {
+		otelOpts = append(otelOpts, otelhttp.WithTracerProvider(o.TracerProvider))
+	}
+	httpClient := &http.Client{
+		// Wrapping the base transport with otelhttp also hides its
+		// CloseIdleConnections from retryablehttp, which would otherwise flush
+		// the pool to every endpoint whenever one attempt fails (issue #237).
+		Transport: otelhttp.NewTransport(transport, otelOpts...),
+		Timeout:   o.AttemptTimeout,
+		// SPEC §3: redirects are failures, never followed (a redirect to a
+		// private address must not become an SSRF either).
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	client := &retryablehttp.Client{
+		HTTPClient: httpClient,
+		Logger:     nil,
+		RetryMax:   0,
+		CheckRetry: func(ctx context.Context, _ *http.Response, _ error) (bool, error) {
+			return false, nil
+		},
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+		Backoff:      retryablehttp.DefaultBackoff,
+	}
+	isRefused := o.IsRefusedTarget
+	if isRefused == nil {
+		isRefused = func(error) bool { return false }
+	}
+	return &Sender{client: client, userAgent: o.UserAgent, isRefusedTarget: isRefused, now: time.Now}
+}
+
+// Send makes one attempt. It never returns an error: every failure is a
+// Result with its class, because every failure is treated alike (retried).
+func (s *Sender) Send(ctx context.Context, r Request) Result {
+	start := s.now()
+	res := Result{StartedAt: start}
+	ts := start.Unix()
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
+	if err != nil {
+		res.Class, res.Err = ClassNetwork, errors.New("invalid request: "+stripURL(err).Error())
+		return res
+	}
+	h := req.Header
+	h["Content-Type"] = []string{"application/json"}
+	h["User-Agent"] = []string{s.userAgent}
+	h[HeaderTimestamp] = []string{strconv.FormatInt(ts, 10)}
+	h[HeaderSignature] = []string{sign.Signature(r.Secret, ts, r.Body)}
+	h[HeaderID] = []string{r.EventID}
+	h[HeaderAttempt] = []string{strconv.Itoa(r.Attempt)}
+
+	resp, err := s.client.Do(req)
+	if err != nil {
+		res.Duration = s.now().Sub(start)
+		res.Class, res.Err = s.classifyError(err), stripURL(err)
+		if resp != nil {
+			resp.Body.Close()
+		}
+		return res
+	}
+	defer resp.Body.Close()
+	res.StatusCode = resp.StatusCode
+	excerpt, readErr := io.ReadAll(io.LimitReader(resp.Body, MaxExcerptBytes))
+	res.Excerpt = excerpt
+	if readErr == nil {
+		_, readErr = io.Copy(io.Discard, io.LimitReader(resp.Body, drainBytes))
+	}
+	res.Duration = s.now().Sub(start)
+	res.Class = classifyStatus(resp.StatusCode)
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		if d, ok := schedule.ParseRetryAfter(resp.Header.Get("Retry-After"), start); ok {
+			res.RetryAfter = d
+		}
+	}
+	// A 2xx whose body could not be read within the timeout did not complete
+	// within 15 s of the request start: SPEC §3 counts it as a failure.
+	if readErr != nil && res.Class == ClassSuccess {
+		res.Class, res.Err = s.classifyError(readErr), stripURL(readErr)
+	}
+	return res
+}
+
+func classifyStatus(code int) string {
+	switch {
+	case code >= 200 && code < 300:
+		return ClassSuccess
+	case code == http.StatusTooManyRequests:
+		return ClassRateLimited
+	case code >= 300 && code < 400:
+		return ClassRedirect
+	case code >= 400 && code < 500:
+		return ClassClientError
+	default:
+		return ClassServerError
+	}
+}
+
+func (s *Sender) classifyError(err error) string {
+	var dnsErr *net.DNSError
+	var netErr net.Error
+	var tlsErr *tls.CertificateVerificationError
+	var recordErr tls.RecordHeaderError
+	switch {
+	case s.isRefusedTarget(err):
+		return ClassSSRF
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return ClassTimeout
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return ClassTimeout
+	case errors.As(err, &dnsErr):
+		return ClassDNS
+	case errors.As(err, &tlsErr), errors.As(err, &recordErr):
+		return ClassTLS
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return ClassRefused
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.EPIPE):
+		return ClassReset
+	default:
+		return ClassNetwork
+	}
+}
+
+// stripURL removes the *url.Error wrapper, whose message repeats the URL.
+func stripURL(err error) error {
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		return urlErr.Err
+	}
+	return err
+}

@@ -1,0 +1,417 @@
+// Package pipeline runs one delivery attempt from a consumed message:
+// validate → look up the webhook config → sign and deliver → record →
+// schedule the next attempt, or end the delivery as succeeded, dead,
+// skipped or rejected. It returns the typed outcome that package consume
+// turns into Ack, Term or Nak.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/blazelock/webhooks/dispatcher/consume"
+	"github.com/blazelock/webhooks/dispatcher/deliver"
+	"github.com/blazelock/webhooks/dispatcher/deliverylog"
+	"github.com/blazelock/webhooks/dispatcher/retrylane"
+	"github.com/blazelock/webhooks/dispatcher/schedule"
+	"github.com/blazelock/webhooks/dispatcher/validate"
+	"github.com/blazelock/webhooks/dispatcher/webhooks"
+	"github.com/blazelock/webhooks/internal/natsinfra"
+)
+
+// ConfigGetter reads an integration's webhook config as of now.
+type ConfigGetter interface {
+	Get(ctx context.Context, integrationID string) (webhooks.Config, error)
+}
+
+// Sender makes one HTTP attempt.
+type Sender interface {
+	Send(ctx context.Context, r deliver.Request) deliver.Result
+}
+
+// Recorder keeps the delivery log.
+type Recorder interface {
+	Save(ctx context.Context, d *deliverylog.Delivery) error
+	Load(ctx context.Context, integrationID, deliveryID string) (*deliverylog.Delivery, error)
+}
+
+// Scheduler makes later attempts durable.
+type Scheduler interface {
+	Schedule(ctx context.Context, job retrylane.Job, at time.Time) error
+}
+
+// Deps are what a Pipeline works with.
+type Deps struct {
+	Configs   ConfigGetter
+	Sender    Sender
+	Log       Recorder
+	Retries   Scheduler
+	Schedule  schedule.Schedule
+	Metrics   *Metrics
+	Logger    *slog.Logger
+	Tracer    trace.Tracer
+	Extractor propagation.TextMapPropagator
+	// MaxEventBytes is the size limit of SPEC §5.1.
+	MaxEventBytes int
+	// IntegrationInFlight caps concurrent attempts per integration in this
+	// process; attempts beyond it are deferred (see deferDelay).
+	IntegrationInFlight int
+	// Jitter returns a value in [-1, 1); nil means schedule.Jitter.
+	Jitter func() float64
+}
+
+// Pipeline handles messages from both lanes. Safe for concurrent use.
+type Pipeline struct {
+	Deps
+	limiter *limiter
+	now     func() time.Time
+}
+
+// configRetryDelay is how soon a message is tried again when the config
+// store (KV) cannot be read: nothing was attempted, so nothing is counted.
+const configRetryDelay = 5 * time.Second
+
+// When an integration already has IntegrationInFlight attempts running in
+// this process, an attempt waits up to slotWait for one of them to finish.
+// If none does, the endpoint is slow: the attempt is deferred to the retry
+// lane, uncounted, after deferDelay doubled per deferral up to maxDeferDelay.
+// So a slow or hanging endpoint holds at most IntegrationInFlight workers,
+// never the whole process, and its backlog costs little while it waits.
+const (
+	slotWait      = 50 * time.Millisecond
+	deferDelay    = 2 * time.Second
+	maxDeferDelay = time.Minute
+)
+
+func deferral(deferrals int) time.Duration {
+	d := deferDelay << min(deferrals-1, 5)
+	return min(d, maxDeferDelay)
+}
+
+// New returns a Pipeline.
+func New(d Deps) *Pipeline {
+	if d.Jitter == nil {
+		d.Jitter = schedule.Jitter
+	}
+	return &Pipeline{Deps: d, limiter: newLimiter(d.IntegrationInFlight), now: time.Now}
+}
+
+// HandleEvent processes a message of BLAZELOCK_EVENTS: a first attempt.
+func (p *Pipeline) HandleEvent(ctx context.Context, msg jetstream.Msg) error {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return &consume.Retry{Err: fmt.Errorf("read message metadata: %w", err), Delay: time.Second}
+	}
+	deliveryID := deliverylog.DeliveryID(natsinfra.EventsStream, meta.Sequence.Stream, meta.Timestamp)
+	ctx, span := p.startSpan(ctx, msg.Headers(), msg.Subject(), natsinfra.EventsConsumer)
+	defer span.End()
+
+	ev, rejection := validate.Message(msg.Subject(), msg.Headers(), msg.Data(), p.MaxEventBytes)
+	if rejection != nil {
+		return p.reject(ctx, span, deliveryID, meta, rejection)
+	}
+	job := retrylane.Job{
+		DeliveryID: deliveryID, EventID: ev.ID, IntegrationID: ev.IntegrationID, Event: ev.Name,
+		Attempt: 1, Series: 1, EventSequence: meta.Sequence.Stream, CreatedAt: meta.Timestamp,
+		Body: ev.Body, Trace: msg.Headers(),
+	}
+	return p.attempt(ctx, span, job, nil)
+}
+
+// HandleRetry processes a due message of BLAZELOCK_RETRIES.
+func (p *Pipeline) HandleRetry(ctx context.Context, msg jetstream.Msg) error {
+	ctx, span := p.startSpan(ctx, msg.Headers(), msg.Subject(), natsinfra.RetriesConsumer)
+	defer span.End()
+	job, err := retrylane.Decode(msg)
+	if err != nil {
+		// Only this program writes the lane: a bad message is a bug, and
+		// redelivering it would loop forever.
+		p.Logger.ErrorContext(ctx, "undecodable retry message dropped", "subject", msg.Subject(), "err", err)
+		return &consume.Terminate{Reason: err.Error()}
+	}
+	rec, err := p.Log.Load(ctx, job.IntegrationID, job.DeliveryID)
+	switch {
+	case errors.Is(err, deliverylog.ErrNotFound):
+		rec = nil // expired or never saved: start a fresh record
+	case err != nil:
+		return &consume.Retry{Err: err, Delay: configRetryDelay}
+	case alreadyDone(rec, job):
+		// A redelivery of an attempt this delivery already moved past
+		// (for example after a crash between recording and acknowledging).
+		return nil
+	}
+	return p.attempt(ctx, span, job, rec)
+}
+
+func alreadyDone(rec *deliverylog.Delivery, job retrylane.Job) bool {
+	if rec.Series != job.Series {
+		return rec.Series > job.Series
+	}
+	return rec.SeriesAttempts >= job.Attempt || rec.State != deliverylog.StatePending
+}
+
+func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.Job, rec *deliverylog.Delivery) error {
+	span.SetAttributes(
+		attribute.String("messaging.message.id", job.EventID),
+		attribute.String("blazelock.integration.id", job.IntegrationID),
+		attribute.String("blazelock.delivery.id", job.DeliveryID),
+		attribute.String("blazelock.event", job.Event),
+		attribute.Int("blazelock.webhook.attempt", job.Attempt),
+	)
+	if rec == nil {
+		rec = newRecord(job)
+	}
+	rec.Series = job.Series
+	cfg, err := p.Configs.Get(ctx, job.IntegrationID)
+	switch {
+	case errors.Is(err, webhooks.ErrNotFound):
+		return p.skip(ctx, span, job, rec, "no webhook configured for the integration")
+	case err != nil:
+		span.SetStatus(codes.Error, "config lookup failed")
+		return &consume.Retry{Err: fmt.Errorf("look up webhook config: %w", err), Delay: configRetryDelay}
+	case !cfg.Enabled:
+		return p.skip(ctx, span, job, rec, "webhook disabled")
+	case !cfg.Selects(job.Event):
+		return p.skip(ctx, span, job, rec, "event "+job.Event+" not selected")
+	}
+
+	if !p.limiter.acquire(ctx, job.IntegrationID, slotWait) {
+		deferred := job
+		deferred.Deferrals++
+		if err := p.Retries.Schedule(ctx, deferred, p.now().Add(deferral(deferred.Deferrals))); err != nil {
+			return &consume.Retry{Err: err, Delay: time.Second}
+		}
+		p.Metrics.deferred(ctx)
+		p.Logger.LogAttrs(ctx, slog.LevelDebug, "delivery.deferred",
+			slog.String("delivery_id", job.DeliveryID), slog.String("integration_id", job.IntegrationID),
+			slog.Int("attempt", job.Attempt), slog.Int("deferrals", deferred.Deferrals))
+		return nil
+	}
+	res := p.Sender.Send(ctx, deliver.Request{
+		URL: cfg.URL, Secret: cfg.Secret, EventID: job.EventID, Attempt: job.Attempt, Body: job.Body,
+	})
+	p.limiter.release(job.IntegrationID)
+
+	rec.AddAttempt(attemptRecord(job.Attempt, res))
+	rec.NextAttemptAt = nil
+	var scheduleErr error
+	switch delay, more := p.Schedule.NextDelay(job.Attempt, res.RetryAfter, p.Jitter); {
+	case res.OK():
+		rec.State = deliverylog.StateSucceeded
+	case more:
+		next := res.StartedAt.Add(res.Duration).Add(delay)
+		nextJob := job
+		nextJob.Attempt++
+		nextJob.Deferrals = 0
+		scheduleErr = p.Retries.Schedule(ctx, nextJob, next)
+		rec.State, rec.NextAttemptAt = deliverylog.StatePending, &next
+	default:
+		rec.State = deliverylog.StateDead
+	}
+	if scheduleErr != nil {
+		// The attempt happened but its successor is not durable: hand the
+		// message back so this attempt is made again and rescheduled.
+		span.SetStatus(codes.Error, "schedule failed")
+		return &consume.Retry{Err: scheduleErr, Delay: time.Second}
+	}
+	saveErr := p.Log.Save(ctx, rec)
+	p.observe(ctx, span, job, rec, res, cfg.URL, saveErr)
+	return nil
+}
+
+func (p *Pipeline) skip(ctx context.Context, span trace.Span, job retrylane.Job, rec *deliverylog.Delivery, reason string) error {
+	now := p.now().UTC()
+	rec.State, rec.LastError, rec.NextAttemptAt, rec.UpdatedAt = deliverylog.StateSkipped, &reason, nil, now
+	err := p.Log.Save(ctx, rec)
+	if err != nil {
+		return &consume.Retry{Err: err, Delay: configRetryDelay}
+	}
+	p.Metrics.final(ctx, deliverylog.StateSkipped)
+	p.Logger.LogAttrs(ctx, slog.LevelInfo, "delivery.skipped",
+		slog.String("delivery_id", job.DeliveryID), slog.String("event_id", job.EventID),
+		slog.String("integration_id", job.IntegrationID), slog.String("event", job.Event),
+		slog.Int("attempt", job.Attempt), slog.String("reason", reason))
+	span.SetAttributes(attribute.String("blazelock.delivery.state", deliverylog.StateSkipped))
+	return nil
+}
+
+func (p *Pipeline) reject(ctx context.Context, span trace.Span, deliveryID string, meta *jetstream.MsgMetadata, r *validate.Rejection) error {
+	rec := newRecord(retrylane.Job{
+		DeliveryID: deliveryID, EventID: r.Partial.ID, IntegrationID: r.Partial.IntegrationID,
+		Event: r.Partial.Name, Series: 1, EventSequence: meta.Sequence.Stream, CreatedAt: meta.Timestamp,
+	})
+	rec.State, rec.LastError = deliverylog.StateRejected, &r.Reason
+	if err := p.Log.Save(ctx, rec); err != nil {
+		return &consume.Retry{Err: err, Delay: configRetryDelay}
+	}
+	p.Metrics.final(ctx, deliverylog.StateRejected)
+	p.Logger.LogAttrs(ctx, slog.LevelWarn, "event.rejected",
+		slog.String("delivery_id", deliveryID), slog.Uint64("stream_sequence", meta.Sequence.Stream),
+		slog.String("integration_id", r.Partial.IntegrationID), slog.String("reason", r.Reason))
+	span.SetStatus(codes.Error, "event rejected")
+	// Term, not Ack: the stream keeps the message (limits retention) for
+	// inspection, and the server never offers it again.
+	return &consume.Terminate{Reason: r.Reason}
+}
+
+// observe writes the one wide log line of the attempt, its metrics and span attributes.
+func (p *Pipeline) observe(ctx context.Context, span trace.Span, job retrylane.Job, rec *deliverylog.Delivery, res deliver.Result, target string, saveErr error) {
+	p.Metrics.attempt(ctx, job.Event, res)
+	if rec.State != deliverylog.StatePending {
+		p.Metrics.final(ctx, rec.State)
+	}
+	if rec.State == deliverylog.StateSucceeded {
+		p.Metrics.latency(ctx, job.Event, res.StartedAt.Add(res.Duration).Sub(job.CreatedAt))
+	}
+	span.SetAttributes(attribute.String("blazelock.delivery.state", rec.State), attribute.String("blazelock.attempt.outcome", res.Class))
+	if !res.OK() {
+		span.SetStatus(codes.Error, res.Class)
+	}
+	host := ""
+	if u, err := url.Parse(target); err == nil {
+		host = u.Host
+	}
+	attrs := []slog.Attr{
+		slog.String("delivery_id", job.DeliveryID), slog.String("event_id", job.EventID),
+		slog.String("integration_id", job.IntegrationID), slog.String("event", job.Event),
+		slog.Int("attempt", job.Attempt), slog.Int("max_attempts", p.Schedule.MaxAttempts()),
+		slog.Int("series", job.Series), slog.String("host", host),
+		slog.String("outcome", res.Class), slog.Int("status", res.StatusCode),
+		slog.Int64("duration_ms", res.Duration.Milliseconds()), slog.String("state", rec.State),
+	}
+	if rec.NextAttemptAt != nil {
+		attrs = append(attrs, slog.Time("next_attempt_at", *rec.NextAttemptAt))
+	}
+	if res.Err != nil {
+		attrs = append(attrs, slog.String("err", res.Err.Error()))
+	}
+	level := slog.LevelInfo
+	if saveErr != nil {
+		level = slog.LevelError
+		attrs = append(attrs, slog.String("record_err", saveErr.Error()))
+	}
+	p.Logger.LogAttrs(ctx, level, "delivery.attempted", attrs...)
+}
+
+func (p *Pipeline) startSpan(ctx context.Context, h nats.Header, subject, consumer string) (context.Context, trace.Span) {
+	ctx = p.Extractor.Extract(ctx, natsinfra.HeaderCarrier(h))
+	return p.Tracer.Start(ctx, "process "+consumer,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.destination.name", subject),
+			attribute.String("messaging.consumer.group.name", consumer),
+		))
+}
+
+func newRecord(job retrylane.Job) *deliverylog.Delivery {
+	created := job.CreatedAt.UTC()
+	return &deliverylog.Delivery{
+		ID: job.DeliveryID, EventID: nonEmpty(job.EventID), Event: nonEmpty(job.Event),
+		IntegrationID: job.IntegrationID, State: deliverylog.StatePending,
+		CreatedAt: created, UpdatedAt: created, EventSequence: job.EventSequence, Series: job.Series,
+		Attempts: []deliverylog.Attempt{},
+	}
+}
+
+func attemptRecord(number int, res deliver.Result) deliverylog.Attempt {
+	a := deliverylog.Attempt{Number: number, StartedAt: res.StartedAt.UTC(), DurationMillis: res.Duration.Milliseconds()}
+	if res.StatusCode != 0 {
+		code := res.StatusCode
+		a.StatusCode = &code
+	}
+	if !res.OK() {
+		msg := res.Class
+		if res.Err != nil {
+			msg += ": " + res.Err.Error()
+		} else if res.StatusCode != 0 {
+			msg = fmt.Sprintf("%s: HTTP %d", res.Class, res.StatusCode)
+		}
+		a.Error = &msg
+	}
+	if len(res.Excerpt) > 0 {
+		s := string(res.Excerpt)
+		a.ResponseExcerpt = &s
+	}
+	return a
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// limiter caps attempts in flight per integration in this process. A
+// caller waits at most a short time for a slot: a fast endpoint frees one
+// within milliseconds, while a slow or hanging one does not, and its
+// messages are then deferred instead of tying up workers.
+type limiter struct {
+	max   int
+	mu    sync.Mutex
+	slots map[string]*slot
+}
+
+type slot struct {
+	sem   chan struct{}
+	users int // holders and waiters; the slot is dropped at zero
+}
+
+func newLimiter(max int) *limiter { return &limiter{max: max, slots: map[string]*slot{}} }
+
+func (l *limiter) acquire(ctx context.Context, id string, wait time.Duration) bool {
+	l.mu.Lock()
+	s, ok := l.slots[id]
+	if !ok {
+		s = &slot{sem: make(chan struct{}, l.max)}
+		l.slots[id] = s
+	}
+	s.users++
+	l.mu.Unlock()
+
+	select {
+	case s.sem <- struct{}{}:
+		return true
+	default:
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case s.sem <- struct{}{}:
+		return true
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	l.leave(id, s)
+	return false
+}
+
+func (l *limiter) release(id string) {
+	l.mu.Lock()
+	s := l.slots[id]
+	l.mu.Unlock()
+	<-s.sem
+	l.leave(id, s)
+}
+
+func (l *limiter) leave(id string, s *slot) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s.users--; s.users == 0 {
+		delete(l.slots, id)
+	}
+}

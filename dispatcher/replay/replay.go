@@ -1,0 +1,109 @@
+// Package replay starts a new attempt series for a finished delivery
+// (POST /v1/deliveries/{id}/retry) and gives the API read access to the
+// delivery log.
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blazelock/webhooks/dispatcher/deliverylog"
+	"github.com/blazelock/webhooks/dispatcher/retrylane"
+	"github.com/blazelock/webhooks/internal/natsinfra"
+)
+
+// ErrNotRetryable means the delivery is pending (attempts remain) or was
+// rejected (the event is invalid and would be rejected again).
+var ErrNotRetryable = errors.New("delivery cannot be retried in its current state")
+
+// ErrEventExpired means the event has left the events stream (retention).
+var ErrEventExpired = errors.New("the event is no longer stored; it cannot be replayed")
+
+// Service answers the API's delivery routes.
+type Service struct {
+	log  *deliverylog.Log
+	lane *retrylane.Lane
+	js   jetstream.JetStream
+	now  func() time.Time
+}
+
+// New returns a Service.
+func New(log *deliverylog.Log, lane *retrylane.Lane, js jetstream.JetStream) *Service {
+	return &Service{log: log, lane: lane, js: js, now: time.Now}
+}
+
+// List lists an integration's deliveries, newest first.
+func (s *Service) List(ctx context.Context, integrationID string, o deliverylog.ListOptions) ([]*deliverylog.Delivery, string, error) {
+	return s.log.List(ctx, integrationID, o)
+}
+
+// Get returns one delivery with its attempts.
+func (s *Service) Get(ctx context.Context, deliveryID string) (*deliverylog.Delivery, error) {
+	return s.log.Get(ctx, deliveryID)
+}
+
+// Retry starts a new series of attempts for a dead, skipped or succeeded
+// delivery: attempt 1 of series n+1 is due at once, with the event's
+// original bytes from the events stream. The configuration is read when the
+// attempt starts, as for every attempt.
+func (s *Service) Retry(ctx context.Context, deliveryID string) (*deliverylog.Delivery, error) {
+	d, err := s.log.Get(ctx, deliveryID)
+	if err != nil {
+		return nil, err
+	}
+	switch d.State {
+	case deliverylog.StateDead, deliverylog.StateSkipped, deliverylog.StateSucceeded:
+	default:
+		return nil, fmt.Errorf("%w: it is %s", ErrNotRetryable, d.State)
+	}
+	stream, err := s.js.Stream(ctx, natsinfra.EventsStream)
+	if err != nil {
+		return nil, fmt.Errorf("open events stream: %w", err)
+	}
+	raw, err := stream.GetMsg(ctx, d.EventSequence)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, ErrEventExpired
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read event %d: %w", d.EventSequence, err)
+	}
+	trace := nats.Header{}
+	for _, k := range []string{"traceparent", "tracestate"} {
+		if v := raw.Header.Values(k); len(v) > 0 {
+			trace[k] = v
+		}
+	}
+	job := retrylane.Job{
+		DeliveryID: d.ID, EventID: deref(d.EventID), IntegrationID: d.IntegrationID, Event: deref(d.Event),
+		Attempt: 1, Series: d.Series + 1, EventSequence: d.EventSequence, CreatedAt: d.CreatedAt,
+		Body: raw.Data, Trace: trace,
+	}
+	// Record the new series before enqueueing, so the answer shows the
+	// state the attempt will find. If the enqueue fails, the previous state
+	// is put back so the operator can simply retry again.
+	previous := *d
+	now := s.now().UTC()
+	d.State, d.Series, d.SeriesAttempts, d.NextAttemptAt, d.UpdatedAt = deliverylog.StatePending, job.Series, 0, &now, now
+	if err := s.log.Save(ctx, d); err != nil {
+		return nil, err
+	}
+	if err := s.lane.Enqueue(ctx, job); err != nil {
+		if restoreErr := s.log.Save(ctx, &previous); restoreErr != nil {
+			err = errors.Join(err, restoreErr)
+		}
+		return nil, err
+	}
+	return d, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

@@ -1,0 +1,174 @@
+// Package retrylane keeps attempts 2..N (and API retries) durable in the
+// BLAZELOCK_RETRIES stream.
+//
+// A retry is a NATS message schedule: a message on
+// blazelock.retries.schedule.<delivery_id> that the server itself publishes
+// onto blazelock.retries.due.<integration_id> at the given time. Waiting
+// retries therefore hold no consumer ack slot, so a few dead endpoints can
+// never stall the consumer for everyone (the MaxAckPending trap of
+// NakWithDelay), and a dispatcher restart loses nothing: the schedule lives
+// in the stream. Schedules have one-second resolution; times are rounded up
+// so an attempt never starts before its delay has passed.
+package retrylane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blazelock/webhooks/internal/natsinfra"
+)
+
+// Header names carried by retry messages (the body is the envelope).
+const (
+	hdrDelivery    = "Blazelock-Delivery-Id"
+	hdrEventID     = "Blazelock-Event-Id"
+	hdrIntegration = "Blazelock-Integration-Id"
+	hdrEvent       = "Blazelock-Event"
+	hdrAttempt     = "Blazelock-Attempt"
+	hdrSeries      = "Blazelock-Series"
+	hdrSequence    = "Blazelock-Event-Sequence"
+	hdrCreatedAt   = "Blazelock-Created-At"
+	hdrDeferrals   = "Blazelock-Deferrals"
+)
+
+// traceHeaders are copied from the original event so every attempt joins
+// the publisher's trace.
+var traceHeaders = []string{"traceparent", "tracestate"}
+
+// Job is one attempt to make later.
+type Job struct {
+	DeliveryID    string
+	EventID       string
+	IntegrationID string
+	Event         string
+	// Attempt is the number of the attempt to make (1..max within a series).
+	Attempt int
+	// Series is 1 for the original attempts, +1 for each API retry.
+	Series int
+	// Deferrals counts how often this attempt was put off because its
+	// integration had too many attempts in flight; it keeps the message id
+	// of each deferral distinct from the scheduled attempt it replaces.
+	Deferrals     int
+	EventSequence uint64
+	CreatedAt     time.Time
+	Body          []byte
+	// Trace holds the W3C trace headers to carry along.
+	Trace nats.Header
+}
+
+// Lane publishes retries.
+type Lane struct {
+	js jetstream.JetStream
+}
+
+// New returns a Lane.
+func New(js jetstream.JetStream) *Lane { return &Lane{js: js} }
+
+// Schedule makes the job due at `at`. Publishing the same job twice (same
+// delivery, series and attempt) inside the duplicate window is a no-op, so a
+// dispatcher that crashes between scheduling and acknowledging cannot
+// schedule an attempt twice.
+//
+// The time is rounded up to a whole second, and to at least one second from
+// now: schedules have one-second resolution, and the margin guarantees that
+// the caller's bookkeeping after scheduling (the delivery log write) is done
+// before the next attempt can start and read it.
+func (l *Lane) Schedule(ctx context.Context, job Job, at time.Time) error {
+	if earliest := time.Now().Add(time.Second); at.Before(earliest) {
+		at = earliest
+	}
+	if at.Truncate(time.Second) != at {
+		at = at.Truncate(time.Second).Add(time.Second)
+	}
+	msg := job.message(natsinfra.RetriesSchedulePrefix + job.DeliveryID)
+	_, err := l.js.PublishMsg(ctx, msg,
+		jetstream.WithMsgID(job.msgID()),
+		jetstream.WithScheduleAt(at),
+		jetstream.WithScheduleTarget(dueSubject(job.IntegrationID)))
+	if err != nil {
+		return fmt.Errorf("schedule attempt %d of delivery %s: %w", job.Attempt, job.DeliveryID, err)
+	}
+	return nil
+}
+
+// Enqueue makes the job due now.
+func (l *Lane) Enqueue(ctx context.Context, job Job) error {
+	msg := job.message(dueSubject(job.IntegrationID))
+	if _, err := l.js.PublishMsg(ctx, msg, jetstream.WithMsgID(job.msgID())); err != nil {
+		return fmt.Errorf("enqueue attempt %d of delivery %s: %w", job.Attempt, job.DeliveryID, err)
+	}
+	return nil
+}
+
+func dueSubject(integrationID string) string { return natsinfra.RetriesDuePrefix + integrationID }
+
+func (j Job) msgID() string {
+	return j.DeliveryID + "." + strconv.Itoa(j.Series) + "." + strconv.Itoa(j.Attempt) + "." + strconv.Itoa(j.Deferrals)
+}
+
+func (j Job) message(subject string) *nats.Msg {
+	h := nats.Header{}
+	for _, k := range traceHeaders {
+		if v := j.Trace[k]; len(v) > 0 {
+			h[k] = v
+		}
+	}
+	h[hdrDelivery] = []string{j.DeliveryID}
+	h[hdrEventID] = []string{j.EventID}
+	h[hdrIntegration] = []string{j.IntegrationID}
+	h[hdrEvent] = []string{j.Event}
+	h[hdrAttempt] = []string{strconv.Itoa(j.Attempt)}
+	h[hdrSeries] = []string{strconv.Itoa(j.Series)}
+	h[hdrSequence] = []string{strconv.FormatUint(j.EventSequence, 10)}
+	h[hdrDeferrals] = []string{strconv.Itoa(j.Deferrals)}
+	h[hdrCreatedAt] = []string{j.CreatedAt.UTC().Format(time.RFC3339Nano)}
+	return &nats.Msg{Subject: subject, Header: h, Data: j.Body}
+}
+
+// Decode reads a job from a due message.
+func Decode(msg jetstream.Msg) (Job, error) {
+	h := msg.Headers()
+	j := Job{
+		DeliveryID:    h.Get(hdrDelivery),
+		EventID:       h.Get(hdrEventID),
+		IntegrationID: h.Get(hdrIntegration),
+		Event:         h.Get(hdrEvent),
+		Body:          msg.Data(),
+		Trace:         nats.Header{},
+	}
+	for _, k := range traceHeaders {
+		if v := h.Values(k); len(v) > 0 {
+			j.Trace[k] = v
+		}
+	}
+	var errs []error
+	var err error
+	if j.Attempt, err = strconv.Atoi(h.Get(hdrAttempt)); err != nil || j.Attempt < 1 {
+		errs = append(errs, fmt.Errorf("bad %s header %q", hdrAttempt, h.Get(hdrAttempt)))
+	}
+	if j.Series, err = strconv.Atoi(h.Get(hdrSeries)); err != nil || j.Series < 1 {
+		errs = append(errs, fmt.Errorf("bad %s header %q", hdrSeries, h.Get(hdrSeries)))
+	}
+	if j.Deferrals, err = strconv.Atoi(h.Get(hdrDeferrals)); err != nil || j.Deferrals < 0 {
+		errs = append(errs, fmt.Errorf("bad %s header %q", hdrDeferrals, h.Get(hdrDeferrals)))
+	}
+	if j.EventSequence, err = strconv.ParseUint(h.Get(hdrSequence), 10, 64); err != nil {
+		errs = append(errs, fmt.Errorf("bad %s header %q", hdrSequence, h.Get(hdrSequence)))
+	}
+	if j.CreatedAt, err = time.Parse(time.RFC3339Nano, h.Get(hdrCreatedAt)); err != nil {
+		errs = append(errs, fmt.Errorf("bad %s header %q", hdrCreatedAt, h.Get(hdrCreatedAt)))
+	}
+	if j.DeliveryID == "" || j.IntegrationID == "" || j.Event == "" {
+		errs = append(errs, errors.New("missing delivery, integration or event header"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Job{}, fmt.Errorf("decode retry message: %w", err)
+	}
+	return j, nil
+}
