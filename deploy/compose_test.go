@@ -3,9 +3,9 @@ package deploy
 // These tests check the local stack's files against the code they run, with
 // no Docker engine: docker-compose.yml, deploy/Dockerfile, deploy/demo.sh,
 // deploy/otel-collector.yaml, Taskfile.yml and the configuration table of
-// docs/operations.md. What they cannot check (images pulling, containers
+// README.md. What they cannot check (images pulling, containers
 // starting, the collector accepting its configuration) needs `docker compose
-// up`; see docs/operations.md.
+// up`; see README.md.
 
 import (
 	"bufio"
@@ -41,7 +41,7 @@ import (
 const (
 	composePath    = "../docker-compose.yml"
 	taskfilePath   = "../Taskfile.yml"
-	operationsPath = "../docs/operations.md"
+	operationsPath = "../README.md"
 	dockerfilePath = "Dockerfile"
 	collectorPath  = "otel-collector.yaml"
 	demoPath       = "demo.sh"
@@ -1504,7 +1504,7 @@ func TestCollectorConfig(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// Taskfile.yml and docs/operations.md.
+// Taskfile.yml and README.md.
 
 func TestTaskfile(t *testing.T) {
 	var tf struct {
@@ -1543,7 +1543,7 @@ func TestTaskfile(t *testing.T) {
 	}
 }
 
-// TestOperationsConfigTable checks that docs/operations.md's configuration
+// TestOperationsConfigTable checks that README.md's configuration
 // table lists exactly config.Variables: same names, order, defaults and
 // meanings.
 func TestOperationsConfigTable(t *testing.T) {

@@ -6,7 +6,7 @@
 //	demo.sh                      the compose stack's webhook-setup and demo steps
 //	healthcheck/                 the probe program copied into shell-less images
 //	compose_test.go              checks docker-compose.yml, the Dockerfile, the
-//	                             Taskfile and docs/operations.md against the code,
+//	                             Taskfile and README.md against the code,
 //	                             without a Docker engine
 //
 // It has no Go API.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/go-retryablehttp"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -92,6 +93,8 @@ type Options struct {
 	AttemptTimeout  time.Duration
 	UserAgent       string
 	TracerProvider  trace.TracerProvider
+	// MeterProvider receives otelhttp's http.client.* metrics.
+	MeterProvider metric.MeterProvider
 	// TLSConfig is for tests that trust a local CA; nil uses the system roots.
 	TLSConfig *tls.Config
 	// MaxIdleConnsPerHost is the keep-alive pool per endpoint.
@@ -130,6 +133,9 @@ func New(o Options) *Sender {
 	otelOpts := []otelhttp.Option{otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator())}
 	if o.TracerProvider != nil {
 		otelOpts = append(otelOpts, otelhttp.WithTracerProvider(o.TracerProvider))
+	}
+	if o.MeterProvider != nil {
+		otelOpts = append(otelOpts, otelhttp.WithMeterProvider(o.MeterProvider))
 	}
 	httpClient := &http.Client{
 		// Wrapping the base transport with otelhttp also hides its

@@ -58,7 +58,7 @@ func VersionAtLeast(have, want string) bool {
 
 // EmbeddedOptions configure the in-process nats-server of the local default.
 type EmbeddedOptions struct {
-	// StoreDir is the JetStream store (DISPATCHER_DATA_DIR/jetstream).
+	// StoreDir is where nats-server creates its "jetstream" directory.
 	StoreDir string
 	// Listen is host:port for the client listener (DISPATCHER_NATS_LISTEN).
 	Listen string
@@ -121,11 +121,13 @@ func portFree(host string, port int) bool {
 	return true
 }
 
-// slogAdapter routes nats-server's logger onto slog. Fatalf logs at error
-// level and does not exit: the embedding process decides what is fatal.
+// slogAdapter routes nats-server's logger onto slog. Notices (its start-up
+// banner among them) go to debug: the dispatcher logs what matters itself.
+// Fatalf logs at error level and does not exit: the embedding process
+// decides what is fatal.
 type slogAdapter struct{ l *slog.Logger }
 
-func (a slogAdapter) Noticef(format string, v ...any) { a.l.Info(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Noticef(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
 func (a slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
 func (a slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/blazelock/webhooks/dispatcher/deliverylog"
+	"github.com/blazelock/webhooks/internal/testinfra"
+	"github.com/blazelock/webhooks/publisher"
+	"github.com/blazelock/webhooks/schemas"
+	"github.com/blazelock/webhooks/subscriber/receiver"
+)
+
+// TestSlowEndpointDoesNotHoldBackOthers: an endpoint that hangs past the
+// attempt timeout gets at most DISPATCHER_INTEGRATION_IN_FLIGHT workers;
+// the healthy integration's events, published after the hanging ones, are
+// all delivered while every attempt to the hanging endpoint is still open.
+func TestSlowEndpointDoesNotHoldBackOthers(t *testing.T) {
+	const inFlight = 4
+	s := newStack(t, map[string]string{
+		"DISPATCHER_CONCURRENCY":           "16",
+		"DISPATCHER_INTEGRATION_IN_FLIGHT": "4",
+		"DISPATCHER_ATTEMPT_TIMEOUT":       "10s",
+	})
+	a := s.dispatcher()
+	hanging := newEndpoint(t, receiver.Faults{Hang: true})
+	healthy := newEndpoint(t, receiver.Faults{})
+	slowID, fastID := s.configure(a, hanging), s.configure(a, healthy)
+
+	started := time.Now()
+	for range 40 {
+		s.publish(slowID, schemas.EventCompleted)
+	}
+	for range 100 {
+		s.publish(fastID, schemas.EventCompleted)
+	}
+	testinfra.WaitFor(t, 8*time.Second, "all healthy deliveries", func() bool { return healthy.Stats().Accepted == 100 })
+	elapsed := time.Since(started)
+
+	var page struct{ Deliveries []deliveryJSON }
+	a.api(t, "GET", "/v1/integrations/"+slowID+"/deliveries?limit=100", nil, &page)
+	for _, d := range page.Deliveries {
+		if d.AttemptCount > 0 {
+			t.Fatalf("an attempt to the hanging endpoint finished before the healthy integration was served (%s): isolation did not come from the in-flight cap", elapsed)
+		}
+	}
+	if n := len(hanging.Deliveries()); n > inFlight {
+		t.Fatalf("the hanging endpoint holds %d connections, the cap is %d", n, inFlight)
+	}
+	t.Logf("100 healthy deliveries in %s beside 40 events to a hanging endpoint (%d connections held)", elapsed, len(hanging.Deliveries()))
+}
+
+// TestTraceFromPublishToHTTPAttempt: the publisher's trace continues into
+// the dispatcher's consumer span, whose child is the HTTP client span.
+func TestTraceFromPublishToHTTPAttempt(t *testing.T) {
+	s := newStack(t, nil)
+	dispatcherSpans := tracetest.NewSpanRecorder()
+	a := s.dispatcherWith(dispatcherSpans)
+	ep := newEndpoint(t, receiver.Faults{})
+	id := s.configure(a, ep)
+
+	publisherSpans := tracetest.NewSpanRecorder()
+	pub := publisher.New(s.js,
+		publisher.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(publisherSpans))),
+		publisher.WithPropagator(propagation.TraceContext{}))
+	at := schemas.At(time.Now())
+	res, err := pub.Publish(context.Background(), publisher.Event{Name: schemas.EventSubmitted, IntegrationID: id, OccurredAt: at, Data: SampleScan(schemas.EventSubmitted, at)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.delivery(a, id, res.EventID, 10*time.Second, deliverylog.StateSucceeded)
+	send := publisherSpans.Ended()[0]
+
+	var consumer, client sdktrace.ReadOnlySpan
+	testinfra.WaitFor(t, 5*time.Second, "consumer and HTTP spans", func() bool {
+		for _, sp := range dispatcherSpans.Ended() {
+			switch sp.SpanKind() {
+			case trace.SpanKindConsumer:
+				consumer = sp
+			case trace.SpanKindClient:
+				client = sp
+			}
+		}
+		return consumer != nil && client != nil
+	})
+	if consumer.SpanContext().TraceID() != send.SpanContext().TraceID() || consumer.Parent().SpanID() != send.SpanContext().SpanID() {
+		t.Fatalf("consumer span is not a child of the publish span")
+	}
+	if client.Parent().SpanID() != consumer.SpanContext().SpanID() || client.SpanContext().TraceID() != send.SpanContext().TraceID() {
+		t.Fatalf("HTTP span is not a child of the consumer span")
+	}
+	if arrivals := ep.Deliveries(); len(arrivals) != 1 || arrivals[0].Header.Get("Traceparent") != "" {
+		t.Fatalf("trace context reached the customer endpoint")
+	}
+}

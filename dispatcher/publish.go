@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blazelock/webhooks/publisher"
+	"github.com/blazelock/webhooks/schemas"
+)
+
+// publishCommand publishes one event through the publisher package, the
+// same code path scan services use.
+func publishCommand(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dispatcher publish", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	natsURL := fs.String("nats", firstNonEmpty(getenv("NATS_URL"), nats.DefaultURL), "NATS server URL (default: NATS_URL, else the embedded default's address)")
+	integration := fs.String("integration", "", "integration id (UUID), required")
+	event := fs.String("event", schemas.EventCompleted, "event: "+strings.Join(schemas.EventNames, ", "))
+	dataPath := fs.String("data", "", "file holding the data object (JSON); - reads stdin")
+	sample := fs.Bool("sample", false, "publish a generated sample data object for the event instead of -data")
+	id := fs.String("id", "", "event id (UUID); default: a new UUIDv7. Reuse one to see de-duplication")
+	occurredAt := fs.String("occurred-at", "", "occurred_at, RFC 3339 UTC with milliseconds; default: now")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: dispatcher publish -integration ID [-event NAME] (-data FILE | -data - | -sample) [-id UUID]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *integration == "" || (*dataPath == "") == !*sample {
+		fs.Usage()
+		return errors.New("publish needs -integration and exactly one of -data or -sample")
+	}
+
+	at := schemas.At(time.Now())
+	if *occurredAt != "" {
+		t, err := time.Parse(schemas.TimestampLayout, *occurredAt)
+		if err != nil {
+			return fmt.Errorf("-occurred-at %q: want %s", *occurredAt, schemas.TimestampLayout)
+		}
+		at = schemas.At(t)
+	}
+	var data any
+	if *sample {
+		data = SampleScan(*event, at)
+	} else {
+		raw, err := readData(*dataPath, stdin)
+		if err != nil {
+			return err
+		}
+		data = json.RawMessage(raw)
+	}
+
+	nc, err := nats.Connect(*natsURL, nats.Name("blazelock-publish"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("cannot reach NATS at %s: %w (is `go run ./dispatcher` running? it prints the NATS URL)", redactURL(*natsURL), err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	res, err := publisher.New(js).Publish(ctx, publisher.Event{
+		ID: *id, Name: *event, IntegrationID: *integration, OccurredAt: at, Data: data,
+	})
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(stdout).Encode(map[string]any{
+		"event_id": res.EventID, "subject": res.Subject, "stream_sequence": res.Sequence, "duplicate": res.Duplicate,
+	})
+}
+
+func readData(path string, stdin io.Reader) ([]byte, error) {
+	if path == "-" {
+		b, err := io.ReadAll(io.LimitReader(stdin, 4<<20))
+		if err != nil {
+			return nil, fmt.Errorf("read data from stdin: %w", err)
+		}
+		return b, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read -data: %w", err)
+	}
+	return b, nil
+}
+
+// SampleScan returns a plausible file scan object for the event, for demos
+// and the benchmark's load generator.
+func SampleScan(event string, at schemas.Timestamp) schemas.FileScan {
+	ref := "demo-" + at.Format("150405")
+	scan := schemas.FileScan{
+		ID: uuid.Must(uuid.NewV7()).String(), ExternalReferenceID: &ref, Status: schemas.StatusProcessing,
+		ExecutionMode: schemas.ModeAsync, FileName: "invoice.pdf", FileSize: 245761, SubmittedAt: at,
+	}
+	switch event {
+	case schemas.EventCompleted:
+		duration := int64(1840)
+		scan.Status, scan.CompletedAt, scan.ScanDurationMillis = schemas.StatusCompleted, &at, &duration
+		scan.FileType = "application/pdf"
+		scan.FileHash = &schemas.FileHash{
+			MD5:    "d41d8cd98f00b204e9800998ecf8427e",
+			SHA1:   "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+			SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+		}
+		scan.Result = &schemas.ScanResult{Safe: true, Detailed: "clean", Findings: []schemas.Finding{}}
+	case schemas.EventFailed:
+		scan.Status, scan.FailedAt = schemas.StatusFailed, &at
+		scan.Error = &schemas.ScanError{Code: "scan_timeout", Message: "the scan engine did not answer in time"}
+	}
+	return scan
+}
+
+func firstNonEmpty(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
