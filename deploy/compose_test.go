@@ -36,6 +36,7 @@ import (
 	"github.com/blazelock/webhooks/config"
 	"github.com/blazelock/webhooks/dispatcher/target"
 	"github.com/blazelock/webhooks/internal/natsinfra"
+	"github.com/blazelock/webhooks/internal/testinfra"
 )
 
 const (
@@ -1646,5 +1647,18 @@ func TestExpand(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("expand(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
+	}
+}
+
+// TestTestRedisImageMatchesCompose: tests that fall back to testcontainers
+// run the same Redis image as the compose stack.
+func TestTestRedisImageMatchesCompose(t *testing.T) {
+	c := loadCompose(t)
+	redisService, ok := c.Services["redis"]
+	if !ok {
+		t.Fatal("docker-compose.yml has no redis service")
+	}
+	if redisService.Image != testinfra.RedisImage {
+		t.Fatalf("docker-compose.yml runs %s but internal/testinfra.RedisImage is %s: keep them equal", redisService.Image, testinfra.RedisImage)
 	}
 }

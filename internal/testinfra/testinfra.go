@@ -4,7 +4,9 @@
 //  1. NATS_URL / REDIS_URL when set (CI or docker-compose users bring their own);
 //  2. an embedded nats-server v2.15 (in-process) / a redis-server binary started
 //     on a free loopback port in a temporary directory;
-//  3. otherwise the test fails with an actionable message under CI=true, and is
+//  3. Redis only: a testcontainers Redis (the compose file's image) when a
+//     Docker engine answers;
+//  4. otherwise the test fails with an actionable message under CI=true, and is
 //     skipped with a loud message locally. There are no silent skips.
 //
 // Every server and client is released with t.Cleanup.
@@ -88,7 +90,8 @@ func (n *NATS) Connect(t testing.TB) *nats.Conn {
 type Redis struct {
 	URL string
 	// Stop and Start kill and restart a redis-server this package started, on
-	// the same port (for outage tests). They are nil for an external REDIS_URL.
+	// the same port (for outage tests). They are nil for an external REDIS_URL
+	// and for a container: outage tests need a redis-server binary.
 	Stop  func()
 	Start func()
 }
@@ -104,7 +107,12 @@ func StartRedis(t testing.TB) *Redis {
 	}
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		unavailable(t, "no REDIS_URL and no redis-server binary on PATH: install it (apt-get install -y redis-server) or set REDIS_URL=redis://host:port")
+		r, dockerErr := startRedisContainer(t)
+		if dockerErr != nil {
+			unavailable(t, "no REDIS_URL, no redis-server binary on PATH, and no Docker for testcontainers ("+dockerErr.Error()+
+				"): install redis-server (apt-get install -y redis-server) or set REDIS_URL=redis://host:port")
+		}
+		return r
 	}
 	port := FreePort(t)
 	dir := t.TempDir()
