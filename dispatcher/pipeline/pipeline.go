@@ -127,6 +127,19 @@ func (p *Pipeline) HandleEvent(ctx context.Context, msg jetstream.Msg) error {
 		Attempt: 1, Series: 1, EventSequence: meta.Sequence.Stream, CreatedAt: meta.Timestamp,
 		Body: ev.Body, Trace: msg.Headers(),
 	}
+	if meta.NumDelivered > 1 {
+		// A redelivery: a dispatcher may have made this attempt and died
+		// before acknowledging. If the log shows it, do not send it again.
+		// (First deliveries skip this read: it would cost every event a
+		// round trip to find nothing.)
+		rec, err := p.Log.Load(ctx, job.IntegrationID, job.DeliveryID)
+		switch {
+		case err == nil && alreadyDone(rec, job):
+			return nil
+		case err != nil && !errors.Is(err, deliverylog.ErrNotFound):
+			return &consume.Retry{Err: err, Delay: configRetryDelay}
+		}
+	}
 	return p.attempt(ctx, span, job, nil)
 }
 
