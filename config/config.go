@@ -52,6 +52,9 @@ type Config struct {
 	secretKeyText       string
 	retryScheduleText   string
 	problems            []error
+
+	// PprofAddr, when set, serves net/http/pprof on a listener of its own.
+	PprofAddr string
 }
 
 // Variable is one environment variable the dispatcher reads, for the README
@@ -84,6 +87,7 @@ var Variables = []Variable{
 	{"DISPATCHER_LOG_FORMAT", "text", "text or json"},
 	{"DISPATCHER_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"OTEL_EXPORTER_OTLP_ENDPOINT", "unset: no OTLP export", "OTLP/HTTP endpoint for traces and metrics (the other OTEL_* variables apply too)"},
+	{"DISPATCHER_PPROF_ADDR", "unset: no profiling listener", "host:port serving Go's net/http/pprof on a listener of its own, for profiling (unauthenticated: loopback only)"},
 }
 
 // Load reads the configuration through getenv (os.Getenv in the program, a
@@ -114,6 +118,7 @@ func Load(getenv func(string) string) Config {
 		LogFormat:         get("DISPATCHER_LOG_FORMAT"),
 		LogLevel:          get("DISPATCHER_LOG_LEVEL"),
 		OTLPEndpoint:      strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_ENDPOINT")),
+		PprofAddr:         strings.TrimSpace(getenv("DISPATCHER_PPROF_ADDR")),
 		DeliveriesPageMax: 100,
 	}
 	c.NATSListenExplicit = strings.TrimSpace(getenv("DISPATCHER_NATS_LISTEN")) != ""
@@ -195,6 +200,9 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		add("DISPATCHER_HTTP_ADDR=%q is not host:port", c.HTTPAddr)
+	}
+	if _, _, err := net.SplitHostPort(c.PprofAddr); c.PprofAddr != "" && err != nil {
+		add("DISPATCHER_PPROF_ADDR=%q is not host:port", c.PprofAddr)
 	}
 	if c.Embedded() {
 		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {

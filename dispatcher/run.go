@@ -197,6 +197,11 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 	a.httpAddr = listener.Addr().String()
 	a.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { a.httpDone <- a.httpServer.Serve(listener) }()
+	if cfg.PprofAddr != "" {
+		if err := a.servePprof(cfg.PprofAddr); err != nil {
+			return nil, err
+		}
+	}
 
 	if err := a.startLanes(ctx, js, pipe, meter); err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -141,7 +142,7 @@ func New(o Options) *Sender {
 		// Wrapping the base transport with otelhttp also hides its
 		// CloseIdleConnections from retryablehttp, which would otherwise flush
 		// the pool to every endpoint whenever one attempt fails (issue #237).
-		Transport: otelhttp.NewTransport(transport, otelOpts...),
+		Transport: otelhttp.NewTransport(flatBody{transport}, otelOpts...),
 		Timeout:   o.AttemptTimeout,
 		// SPEC §3: redirects are failures, never followed (a redirect to a
 		// private address must not become an SSRF either).
@@ -261,4 +262,34 @@ func stripURL(err error) error {
 		return urlErr.Err
 	}
 	return err
+}
+
+// maxFlatBodyBytes bounds the bodies flatBody copies; every event is far
+// below it (SPEC §5.1: 256 KiB by default).
+const maxFlatBodyBytes = 1 << 20
+
+// flatBody sits between otelhttp and the http.Transport. otelhttp wraps the
+// request body to measure it; net/http then no longer sees an in-memory
+// body and flushes the headers in one write and the body in another: two
+// syscalls per attempt here and usually two reads at the receiver. flatBody
+// reads the wrapped body to its end (so otelhttp still records its size)
+// and gives the transport a bytes.Reader, which it writes with the headers
+// in one go.
+type flatBody struct{ base http.RoundTripper }
+
+func (t flatBody) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength <= 0 || r.ContentLength > maxFlatBodyBytes {
+		return t.base.RoundTrip(r)
+	}
+	buf := make([]byte, r.ContentLength)
+	_, err := io.ReadFull(r.Body, buf)
+	r.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	flat := new(http.Request)
+	*flat = *r // a shallow copy: a RoundTripper must not modify its request
+	flat.Body = io.NopCloser(bytes.NewReader(buf))
+	flat.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	return t.base.RoundTrip(flat)
 }

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -18,6 +20,10 @@ type Metrics struct {
 	deliveries      metric.Int64Counter
 	deliveryLatency metric.Float64Histogram
 	deferrals       metric.Int64Counter
+
+	// Attribute sets are built once per distinct value and reused: building
+	// one sorts and hashes its attributes, several times per attempt.
+	eventOutcome, outcome, state, event attrCache
 }
 
 // NewMetrics creates the instruments on the meter.
@@ -53,17 +59,61 @@ func NewMetrics(m metric.Meter) (*Metrics, error) {
 }
 
 func (x *Metrics) attempt(ctx context.Context, event string, res deliver.Result) {
-	set := metric.WithAttributeSet(attribute.NewSet(attribute.String("event", event), attribute.String("outcome", res.Class)))
-	x.attempts.Add(ctx, 1, set)
-	x.attemptDuration.Record(ctx, res.Duration.Seconds(), metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", res.Class))))
+	x.attempts.Add(ctx, 1, x.eventOutcome.get(event, res.Class, func() attribute.Set {
+		return attribute.NewSet(attribute.String("event", event), attribute.String("outcome", res.Class))
+	}))
+	x.attemptDuration.Record(ctx, res.Duration.Seconds(), x.outcome.get(res.Class, "", func() attribute.Set {
+		return attribute.NewSet(attribute.String("outcome", res.Class))
+	}))
 }
 
 func (x *Metrics) final(ctx context.Context, state string) {
-	x.deliveries.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(attribute.String("state", state))))
+	x.deliveries.Add(ctx, 1, x.state.get(state, "", func() attribute.Set {
+		return attribute.NewSet(attribute.String("state", state))
+	}))
 }
 
 func (x *Metrics) latency(ctx context.Context, event string, d time.Duration) {
-	x.deliveryLatency.Record(ctx, d.Seconds(), metric.WithAttributeSet(attribute.NewSet(attribute.String("event", event))))
+	x.deliveryLatency.Record(ctx, d.Seconds(), x.event.get(event, "", func() attribute.Set {
+		return attribute.NewSet(attribute.String("event", event))
+	}))
 }
 
 func (x *Metrics) deferred(ctx context.Context) { x.deferrals.Add(ctx, 1) }
+
+// maxCachedAttrSets bounds each cache. The values are low-cardinality by
+// design (a few events, outcome classes, states); the bound only guards
+// against a bug turning one into an unbounded label.
+const maxCachedAttrSets = 256
+
+// attrCache maps one or two attribute values to their measurement option.
+// Reads take no lock: the map is replaced, never changed, on a miss.
+type attrCache struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[[2]string]metric.MeasurementOption]
+}
+
+func (c *attrCache) get(a, b string, build func() attribute.Set) metric.MeasurementOption {
+	key := [2]string{a, b}
+	if m := c.m.Load(); m != nil {
+		if o, ok := (*m)[key]; ok {
+			return o
+		}
+	}
+	o := metric.WithAttributeSet(build())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	if old != nil && len(*old) >= maxCachedAttrSets {
+		return o
+	}
+	next := make(map[[2]string]metric.MeasurementOption, 8)
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	next[key] = o
+	c.m.Store(&next)
+	return o
+}

@@ -292,6 +292,15 @@ func (p *Pipeline) observe(ctx context.Context, span trace.Span, job retrylane.J
 	if !res.OK() {
 		span.SetStatus(codes.Error, res.Class)
 	}
+	level := slog.LevelInfo
+	if saveErr != nil {
+		level = slog.LevelError
+	}
+	// Building the line costs a URL parse and a dozen attributes per
+	// attempt; skip it when the level is off (production often runs warn).
+	if !p.Logger.Enabled(ctx, level) {
+		return
+	}
 	host := ""
 	if u, err := url.Parse(target); err == nil {
 		host = u.Host
@@ -310,9 +319,7 @@ func (p *Pipeline) observe(ctx context.Context, span trace.Span, job retrylane.J
 	if res.Err != nil {
 		attrs = append(attrs, slog.String("err", res.Err.Error()))
 	}
-	level := slog.LevelInfo
 	if saveErr != nil {
-		level = slog.LevelError
 		attrs = append(attrs, slog.String("record_err", saveErr.Error()))
 	}
 	p.Logger.LogAttrs(ctx, level, "delivery.attempted", attrs...)

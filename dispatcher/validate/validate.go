@@ -62,6 +62,10 @@ func Message(subject string, header nats.Header, body []byte, maxEventBytes int)
 	if err := schemas.Validate(body); err != nil {
 		return reject("%v", err)
 	}
+	if envelopeHeadIs(body, name, integrationID) {
+		ev.Body = body
+		return ev, nil
+	}
 	var head struct {
 		Event         string `json:"event"`
 		IntegrationID string `json:"integration_id"`
@@ -75,4 +79,27 @@ func Message(subject string, header nats.Header, body []byte, maxEventBytes int)
 	}
 	ev.Body = body
 	return ev, nil
+}
+
+// envelopeHeadIs is the fast path of the subject/body check: a valid body
+// (schemas.Validate has passed: compact, keys in SPEC order, no duplicate
+// keys) written without escapes in these two values starts exactly like
+// this, so one prefix comparison replaces decoding the whole body again.
+// Anything else, escapes included, takes the json.Unmarshal path.
+func envelopeHeadIs(body []byte, event, integrationID string) bool {
+	const (
+		p1 = `{"event":"`
+		p2 = `","integration_id":"`
+		p3 = `",`
+	)
+	n := len(p1) + len(event) + len(p2) + len(integrationID) + len(p3)
+	if len(body) < n {
+		return false
+	}
+	b := body[:n]
+	return string(b[:len(p1)]) == p1 &&
+		string(b[len(p1):len(p1)+len(event)]) == event &&
+		string(b[len(p1)+len(event):len(p1)+len(event)+len(p2)]) == p2 &&
+		string(b[len(p1)+len(event)+len(p2):n-len(p3)]) == integrationID &&
+		string(b[n-len(p3):]) == p3
 }

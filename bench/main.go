@@ -1,0 +1,634 @@
+// Command bench measures the dispatcher end to end on one machine, against
+// the DESIGN.md goals, and prints the results as a table and as JSON.
+//
+//	go run ./bench                       the standard scenarios (under 10 minutes)
+//	go run ./bench -scenarios soak       10 minutes at 50 % of max, memory over time
+//	go run ./bench -help                 every flag
+//
+// Each scenario gets fresh processes: nats-server v2.15 (this binary run as
+// a child, file storage), redis-server on a free port (or NATS_URL and
+// REDIS_URL), N dispatcher processes built once from ./dispatcher, and the
+// reference receiver (this binary run as a child around package
+// subscriber/receiver). Webhooks for many integrations are created through
+// the management API. The load generator (this process) publishes 1 KiB
+// events with asynchronous JetStream publishes and records the publish time
+// of every event; the receiver records the arrival time of every event, so
+// latency is measured per event with the machine's one clock. CPU seconds
+// and peak RSS of every process come from /proc.
+//
+// The raw ceiling is measured in the same run: a plain Go HTTP client
+// posting the same signed bodies to the same kind of receiver process with
+// the same concurrency. The exit status is 1 when any event was lost.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// bench holds the run's settings and shared state.
+type bench struct {
+	workDir       string
+	dispatcherBin string
+	concurrency   int
+	integrations  int
+	window        int64
+	logLevel      string
+	warmup        time.Duration
+	measure       time.Duration
+	soakDuration  time.Duration
+	rate          float64
+	profileDir    string
+	profileFor    time.Duration
+	attemptTO     string
+	dispatcherEnv map[string]string
+	out           io.Writer
+}
+
+func main() {
+	if len(os.Args) > 2 && os.Args[1] == "-child" {
+		if err := runChild(os.Args[2], os.Args[3:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	code, err := runMain(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		if code == 0 {
+			code = 2
+		}
+	}
+	os.Exit(code)
+}
+
+func runMain(args []string) (int, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	b := &bench{out: os.Stdout, dispatcherEnv: map[string]string{}}
+	scenarios := fs.String("scenarios", "standard", "comma-separated: ceiling, max1, max2, latency, isolation; standard (all of them) or soak")
+	outPath := fs.String("out", "", "JSON results file (default bench/results/<scenarios>.json)")
+	fs.IntVar(&b.concurrency, "concurrency", 512, "DISPATCHER_CONCURRENCY of each dispatcher, and the raw client's worker count")
+	fs.IntVar(&b.integrations, "integrations", 20, "integrations (webhooks) the load is spread over")
+	fs.Int64Var(&b.window, "window", 20000, "max mode: most events published but not yet delivered")
+	fs.StringVar(&b.logLevel, "log-level", "warn", "DISPATCHER_LOG_LEVEL of the dispatchers (the per-attempt line is info)")
+	fs.DurationVar(&b.warmup, "warmup", 5*time.Second, "load before the measurement window of each scenario")
+	fs.DurationVar(&b.measure, "duration", 20*time.Second, "measurement window of each scenario")
+	fs.DurationVar(&b.soakDuration, "soak-duration", 10*time.Minute, "soak: how long to run at 50 % of max")
+	fs.Float64Var(&b.rate, "max-rate", 0, "skip measuring max1 for latency/isolation/soak and use this many deliveries/s as max")
+	fs.StringVar(&b.profileDir, "profile", "", "directory: save a CPU profile of dispatcher-1 during max1 (and heap profiles)")
+	fs.DurationVar(&b.profileFor, "profile-seconds", 10*time.Second, "length of the CPU profile")
+	fs.StringVar(&b.attemptTO, "isolation-attempt-timeout", "15s", "DISPATCHER_ATTEMPT_TIMEOUT in the isolation scenario (SPEC: 15s)")
+	fs.StringVar(&b.dispatcherBin, "dispatcher-bin", "", "use this dispatcher binary instead of building ./dispatcher (A/B comparisons)")
+	env := fs.String("env", "", "extra dispatcher environment, comma-separated K=V (e.g. DISPATCHER_INTEGRATION_IN_FLIGHT=64)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, nil
+		}
+		return 2, err
+	}
+	for _, kv := range strings.Split(*env, ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
+			b.dispatcherEnv[k] = v
+		}
+	}
+	want := map[string]bool{}
+	for _, s := range strings.Split(*scenarios, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "standard":
+			for _, n := range []string{"ceiling", "max1", "max2", "latency", "isolation"} {
+				want[n] = true
+			}
+		case "ceiling", "max1", "max2", "latency", "isolation", "soak":
+			want[s] = true
+		default:
+			return 2, fmt.Errorf("unknown scenario %q", s)
+		}
+	}
+	if *outPath == "" {
+		name := *scenarios
+		if name != "standard" && name != "soak" {
+			name = "custom"
+		}
+		*outPath = filepath.Join("bench", "results", name+".json")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	started := time.Now()
+	dir, err := os.MkdirTemp("", "blazelock-bench-")
+	if err != nil {
+		return 2, err
+	}
+	defer os.RemoveAll(dir)
+	b.workDir = dir
+
+	report := &Report{Machine: machineInfo(), StartedAt: started.UTC(), Command: "go run ./bench " + strings.Join(args, " "),
+		Settings: Settings{Concurrency: b.concurrency, Integrations: b.integrations, EventBytes: eventBytes, Window: b.window,
+			LogLevel: b.logLevel, WarmupSeconds: b.warmup.Seconds(), WindowSeconds: b.measure.Seconds(), ExtraEnv: b.dispatcherEnv}}
+	fmt.Fprintf(b.out, "machine: %d CPUs (%s), %.1f GiB, %s, nats-server %s, %s; load average %v\n",
+		report.Machine.CPUs, report.Machine.CPUModel, report.Machine.MemoryGiB, report.Machine.Go, report.Machine.NATSServer, report.Machine.Redis, loadAvg())
+
+	if b.dispatcherBin == "" && (want["max1"] || want["max2"] || want["latency"] || want["isolation"] || want["soak"]) {
+		fmt.Fprintln(b.out, "building ./dispatcher …")
+		b.dispatcherBin = filepath.Join(dir, "dispatcher")
+		build := exec.CommandContext(ctx, "go", "build", "-o", b.dispatcherBin, "./dispatcher")
+		if out, err := build.CombinedOutput(); err != nil {
+			return 2, fmt.Errorf("go build ./dispatcher: %v\n%s", err, out)
+		}
+	}
+
+	run := func(sc scenario) (*Result, error) {
+		fmt.Fprintf(b.out, "\n== %s: %s\n", sc.Name, sc.Description)
+		res, err := b.runScenario(ctx, sc)
+		if err != nil {
+			return nil, fmt.Errorf("scenario %s: %w", sc.Name, err)
+		}
+		res.printSummary(b.out)
+		report.Scenarios = append(report.Scenarios, res)
+		return res, nil
+	}
+
+	if want["ceiling"] {
+		fmt.Fprintf(b.out, "\n== ceiling: plain Go HTTP client, %d workers, same bodies, same receiver\n", b.concurrency)
+		c, err := b.runCeilingScenario(ctx)
+		if err != nil {
+			return 2, fmt.Errorf("ceiling: %w", err)
+		}
+		report.Ceiling = c
+		fmt.Fprintf(b.out, "   %.0f requests/s (%d in %.0fs, %d errors), round trip p50 %.2f ms p99 %.2f ms\n",
+			c.Throughput, c.Requests, c.WindowSeconds, c.Errors, c.Latency.P50, c.Latency.P99)
+	}
+	maxRate := b.rate
+	if want["max1"] || (maxRate == 0 && (want["latency"] || want["isolation"] || want["soak"])) {
+		sc := scenario{Name: "max1", Description: "max throughput, one dispatcher", Dispatchers: 1, Mode: "max"}
+		if !want["max1"] {
+			sc.Name, sc.Description = "max1-for-rate", "max throughput, one dispatcher (to set the fixed rates)"
+		}
+		sc.Profile = b.profileDir != ""
+		res, err := run(sc)
+		if err != nil {
+			return 2, err
+		}
+		maxRate = res.Throughput
+	}
+	if want["max2"] {
+		if _, err := run(scenario{Name: "max2", Description: "max throughput, two dispatchers", Dispatchers: 2, Mode: "max"}); err != nil {
+			return 2, err
+		}
+	}
+	if want["latency"] {
+		if _, err := run(scenario{Name: "latency", Description: fmt.Sprintf("fixed rate at 25 %% of max (%.0f/s), one dispatcher", 0.25*maxRate),
+			Dispatchers: 1, Mode: "rate", Rate: 0.25 * maxRate}); err != nil {
+			return 2, err
+		}
+	}
+	if want["isolation"] {
+		healthy := 0.25 * maxRate
+		sc := scenario{
+			Name: "isolation",
+			Description: fmt.Sprintf("half the integrations hang (attempt timeout %s): %.0f/s to healthy ones (as in latency) plus %.0f/s to hanging ones, one dispatcher",
+				b.attemptTO, healthy, healthy),
+			Dispatchers: 1, Mode: "rate", Rate: 2 * healthy, Hanging: true,
+			Env: map[string]string{
+				"DISPATCHER_ATTEMPT_TIMEOUT": b.attemptTO,
+				// Short retries so that, once the endpoint is healed at the
+				// end, every event still arrives and loss can be counted.
+				"DISPATCHER_RETRY_SCHEDULE": "5s,5s,5s,5s,5s,5s,5s,5s,5s",
+			},
+		}
+		if _, err := run(sc); err != nil {
+			return 2, err
+		}
+	}
+	if want["soak"] {
+		if _, err := run(scenario{Name: "soak", Description: fmt.Sprintf("%s at 50 %% of max (%.0f/s), one dispatcher, memory sampled every 10s", b.soakDuration, 0.5*maxRate),
+			Dispatchers: 1, Mode: "rate", Rate: 0.5 * maxRate, Soak: true}); err != nil {
+			return 2, err
+		}
+	}
+
+	report.finish()
+	report.printTable(b.out)
+	if err := os.MkdirAll(filepath.Dir(*outPath), 0o755); err != nil {
+		return 2, err
+	}
+	raw, _ := json.MarshalIndent(report, "", "  ")
+	if err := os.WriteFile(*outPath, append(raw, '\n'), 0o644); err != nil {
+		return 2, err
+	}
+	fmt.Fprintf(b.out, "\nresults: %s (%.0fs in all)\n", *outPath, time.Since(started).Seconds())
+	if lost := report.totalLost(); lost > 0 {
+		return 1, fmt.Errorf("%d events lost", lost)
+	}
+	return 0, nil
+}
+
+// machineInfo describes the machine and the versions in use.
+func machineInfo() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), NATSServer: server.VERSION, GOARCH: runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "MemTotal:") {
+				m.MemoryGiB = float64(kib(line)) / (1 << 30)
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if os.Getenv("REDIS_URL") != "" {
+		m.Redis = "REDIS_URL (external)"
+	} else if out, err := exec.Command("redis-server", "--version").Output(); err == nil {
+		m.Redis = strings.TrimSpace(string(out))
+		if i := strings.Index(m.Redis, " sha="); i > 0 {
+			m.Redis = m.Redis[:i]
+		}
+	}
+	if os.Getenv("NATS_URL") != "" {
+		m.NATSServer = "NATS_URL (external)"
+	}
+	return m
+}
+
+// scenario describes one measured run.
+type scenario struct {
+	Name, Description string
+	Dispatchers       int
+	Mode              string  // "max": bounded backlog, as fast as it goes; "rate": fixed rate
+	Rate              float64 // rate mode: events/s offered in all
+	Hanging           bool    // half the integrations point at a receiver that hangs
+	Soak              bool
+	Profile           bool
+	Env               map[string]string
+}
+
+func (b *bench) runScenario(ctx context.Context, sc scenario) (_ *Result, err error) {
+	res := &Result{Name: sc.Name, Description: sc.Description, Dispatchers: sc.Dispatchers, Integrations: b.integrations,
+		Mode: sc.Mode, OfferedRate: sc.Rate, StartedAt: time.Now().UTC(), LoadAvgBefore: loadAvg(), DispatcherEnv: map[string]string{}}
+	st, err := b.newStack(ctx, sc.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer st.close()
+	if err := st.startNATS(ctx); err != nil {
+		return nil, err
+	}
+	if err := st.startRedis(ctx); err != nil {
+		return nil, err
+	}
+	healthyRecv, err := st.startChild(ctx, "receiver", "receiver")
+	if err != nil {
+		return nil, err
+	}
+	receivers := []*proc{healthyRecv}
+	var hangingRecv *proc
+	if sc.Hanging {
+		hangingRecv, err = st.startChild(ctx, "receiver-hanging", "receiver", "-hang")
+		if err != nil {
+			return nil, err
+		}
+		receivers = append(receivers, hangingRecv)
+	}
+	env := map[string]string{}
+	for k, v := range b.dispatcherEnv {
+		env[k] = v
+	}
+	for k, v := range sc.Env {
+		env[k] = v
+	}
+	for k, v := range env {
+		res.DispatcherEnv[k] = v
+	}
+	res.DispatcherEnv["DISPATCHER_CONCURRENCY"] = strconv.Itoa(b.concurrency)
+	res.DispatcherEnv["DISPATCHER_LOG_LEVEL"] = b.logLevel
+	for range sc.Dispatchers {
+		if _, err := st.startDispatcher(ctx, env); err != nil {
+			return nil, err
+		}
+	}
+	hangingFrom := b.integrations
+	if sc.Hanging {
+		hangingFrom = b.integrations / 2
+		res.HangingIntegrations = b.integrations - hangingFrom
+	}
+	ints, err := st.configure(ctx, b.integrations, func(i int) *proc {
+		if i >= hangingFrom {
+			return hangingRecv
+		}
+		return healthyRecv
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := hangingFrom; i < len(ints); i++ {
+		ints[i].hanging = true
+	}
+	bods, err := newBodies(ints)
+	if err != nil {
+		return nil, err
+	}
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	go bods.run(loadCtx)
+
+	tr := &tracker{runMillis: time.Now().UnixMilli(), integrationOf: func(i uint64) int { return int(i % uint64(len(ints))) }}
+	collectCtx, stopCollect := context.WithCancel(ctx)
+	collected := make(chan struct{})
+	go func() { tr.collect(collectCtx, receivers, 100*time.Millisecond); close(collected) }()
+	defer func() { stopCollect(); <-collected }()
+
+	start := time.Now()
+	ws, we := start.Add(b.warmup), start.Add(b.warmup+b.measure)
+	if sc.Soak {
+		we = start.Add(b.soakDuration)
+	}
+	var pace func(uint64) bool
+	if sc.Mode == "max" {
+		pace = tr.paceWindow(loadCtx, b.window, we)
+	} else {
+		pace = paceRate(loadCtx, start, sc.Rate, we)
+	}
+	published := make(chan struct{})
+	go func() { tr.publisherLoop(loadCtx, st.js, bods, pace); close(published) }()
+
+	// Samples at the window's edges give each process's CPU seconds.
+	sleepUntil(ctx, ws)
+	before := st.sampleAll()
+	busy0, total0 := machineCPUBusy()
+	var profileDone chan error
+	if sc.Profile && b.profileDir != "" {
+		profileDone = make(chan error, 1)
+		go func() { profileDone <- b.saveProfiles(ctx, st, sc.Name) }()
+	}
+	if sc.Soak {
+		res.Memory = b.sampleMemory(ctx, st, we, 10*time.Second)
+	}
+	sleepUntil(ctx, we)
+	after := st.sampleAll()
+	busy1, total1 := machineCPUBusy()
+	<-published
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if profileDone != nil {
+		if err := <-profileDone; err != nil {
+			res.Notes = append(res.Notes, "profile: "+err.Error())
+		}
+	}
+
+	// Wait for the end: every stored event to a healthy endpoint arrives.
+	isHealthy := func(i uint64) bool { return !ints[tr.integrationOf(i)].hanging }
+	// drained reports whether every stored event the filter selects has
+	// arrived; the cursor remembers how far that is already known.
+	cursors := map[string]uint64{}
+	drained := func(name string, filter func(uint64) bool) bool {
+		if tr.acked.Load()+tr.failed.Load() < tr.sent.Load() {
+			return false
+		}
+		n := uint64(tr.sent.Load())
+		i := cursors[name]
+		for ; i < n; i++ {
+			if filter(i) && tr.arrived.get(i) == 0 && !tr.isFailed(i) {
+				break
+			}
+		}
+		cursors[name] = i
+		return i == n
+	}
+	drainStart := time.Now()
+	_ = waitFor(ctx, 60*time.Second, "healthy deliveries", func() bool { return drained("healthy", isHealthy) })
+	res.DrainSeconds = time.Since(drainStart).Seconds()
+	if sc.Hanging {
+		// Heal the hanging endpoint: deferred and retried events must all
+		// arrive now (short retry schedule, deferrals up to 1 min).
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+hangingRecv.addr+"/faults", strings.NewReader(`{}`))
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		healStart := time.Now()
+		_ = waitFor(ctx, 150*time.Second, "deliveries to the healed endpoint", func() bool { return drained("all", func(uint64) bool { return true }) })
+		res.Notes = append(res.Notes, fmt.Sprintf("after the run the hanging endpoint was healed; its events arrived within %.0fs", time.Since(healStart).Seconds()))
+	}
+	stopCollect()
+	<-collected
+	stopCollect = func() {}
+	end := st.sampleAll()
+	res.LoadAvgAfter = loadAvg()
+
+	window := we.Sub(ws)
+	res.WarmupSeconds, res.WindowSeconds = b.warmup.Seconds(), window.Seconds()
+	res.PublishFailed = tr.failed.Load()
+	res.UnknownArrivals = tr.unknown.Load()
+	res.All = subsetStats(tr, func(uint64) bool { return true }, ws, we)
+	res.Healthy = subsetStats(tr, isHealthy, ws, we)
+	if sc.Hanging {
+		h := subsetStats(tr, func(i uint64) bool { return !isHealthy(i) }, ws, we)
+		res.Hanging = &h
+	}
+	res.Throughput = res.Healthy.Throughput
+	res.Latency = res.Healthy.Latency
+	if total1 > total0 {
+		res.MachineBusyPercent = 100 * float64(busy1-busy0) / float64(total1-total0)
+	}
+	for _, p := range append(st.procs, &proc{name: "loadgen"}) {
+		s0, ok0 := before[p.name]
+		s1, ok1 := after[p.name]
+		if !ok0 || !ok1 {
+			continue
+		}
+		ps := ProcessStats{Name: p.name, CPUSeconds: (s1.CPU - s0.CPU).Seconds(), PeakRSSMiB: mib(end[p.name].HWMBytes)}
+		if ps.PeakRSSMiB == 0 {
+			ps.PeakRSSMiB = mib(s1.HWMBytes)
+		}
+		ps.CPUPercent = 100 * ps.CPUSeconds / window.Seconds()
+		if res.Healthy.InWindow > 0 {
+			ps.CPUMicrosPerDelivery = round3(1e6 * ps.CPUSeconds / float64(res.Healthy.InWindow))
+		}
+		res.Processes = append(res.Processes, ps)
+	}
+	return res, nil
+}
+
+// saveProfiles takes a CPU profile of dispatcher-1 during the window and a
+// heap profile after it, through DISPATCHER_PPROF_ADDR.
+func (b *bench) saveProfiles(ctx context.Context, st *stack, name string) error {
+	if err := os.MkdirAll(b.profileDir, 0o755); err != nil {
+		return err
+	}
+	d := st.dispatchers[0]
+	get := func(path, file string) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.extra+path, nil)
+		resp, err := (&http.Client{Timeout: b.profileFor + 30*time.Second}).Do(req)
+		if err != nil {
+			return fmt.Errorf("GET %s (is DISPATCHER_PPROF_ADDR supported?): %w", path, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("GET %s: HTTP %d", path, resp.StatusCode)
+		}
+		f, err := os.Create(filepath.Join(b.profileDir, file))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(f, resp.Body)
+		return err
+	}
+	if err := get(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(b.profileFor.Seconds())), name+"-dispatcher-cpu.pprof"); err != nil {
+		return err
+	}
+	fmt.Fprintf(b.out, "   CPU profile: %s\n", filepath.Join(b.profileDir, name+"-dispatcher-cpu.pprof"))
+	return get("/debug/pprof/heap", name+"-dispatcher-heap.pprof")
+}
+
+// sampleMemory records RSS of every process (and the dispatchers' Go heap
+// in use, from pprof) every interval until `until`.
+func (b *bench) sampleMemory(ctx context.Context, st *stack, until time.Time, every time.Duration) []MemSample {
+	var out []MemSample
+	start := time.Now()
+	for {
+		s := MemSample{Seconds: time.Since(start).Seconds(), RSSMiB: map[string]float64{}, HeapInuseMiB: map[string]float64{}}
+		for name, ps := range st.sampleAll() {
+			s.RSSMiB[name] = mib(ps.RSSBytes)
+		}
+		for _, d := range st.dispatchers {
+			if v, ok := heapInuse(d.extra); ok {
+				s.HeapInuseMiB[d.name] = v
+			}
+		}
+		out = append(out, s)
+		if len(out)%6 == 0 {
+			fmt.Fprintf(b.out, "   t=%4.0fs rss %s\n", s.Seconds, formatMem(s.RSSMiB))
+		}
+		next := time.Now().Add(every)
+		if next.After(until) {
+			return out
+		}
+		if !sleepUntil(ctx, next) {
+			return out
+		}
+	}
+}
+
+func heapInuse(pprofAddr string) (float64, bool) {
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + pprofAddr + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return n / (1 << 20), err == nil
+		}
+	}
+	return 0, false
+}
+
+func formatMem(m map[string]float64) string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s=%.0fMiB", n, m[n]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// runCeilingScenario measures the plain HTTP client against a fresh receiver.
+func (b *bench) runCeilingScenario(ctx context.Context) (*CeilingResult, error) {
+	st, err := b.newStack(ctx, "ceiling")
+	if err != nil {
+		return nil, err
+	}
+	defer st.close()
+	rp, err := st.startChild(ctx, "receiver", "receiver")
+	if err != nil {
+		return nil, err
+	}
+	ints := make([]integration, b.integrations)
+	var lines strings.Builder
+	for i := range ints {
+		id := fmt.Sprintf("0195a0c1-7e2f-7a10-8c3d-%012d", i)
+		ints[i] = integration{id: id, secret: "whsec_" + strings.Repeat("A", 43), url: "http://" + rp.addr + "/webhooks/" + id, receiver: rp}
+		fmt.Fprintf(&lines, "%s=%s\n", id, ints[i].secret)
+	}
+	if err := teachSecrets(ctx, rp.addr, []byte(lines.String())); err != nil {
+		return nil, err
+	}
+	bods, err := newBodies(ints)
+	if err != nil {
+		return nil, err
+	}
+	loadCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go bods.run(loadCtx)
+	warmup := 3 * time.Second
+	window := b.measure / 2
+	start := time.Now()
+	done := make(chan ceilingResult, 1)
+	go func() { done <- runCeiling(loadCtx, ints, bods, b.concurrency, warmup, window) }()
+	sleepUntil(ctx, start.Add(warmup))
+	before := st.sampleAll()
+	sleepUntil(ctx, start.Add(warmup+window))
+	after := st.sampleAll()
+	r := <-done
+	c := &CeilingResult{Concurrency: b.concurrency, Requests: r.Requests, Errors: r.Errors, WindowSeconds: r.Window.Seconds(),
+		Throughput: r.Throughput, Latency: latencyStats(r.Latencies), LoadAvg: loadAvg(), StartedAt: start.UTC()}
+	for _, name := range []string{"receiver", "loadgen"} {
+		if s0, ok := before[name]; ok {
+			cpu := (after[name].CPU - s0.CPU).Seconds()
+			ps := ProcessStats{Name: name, CPUSeconds: cpu, CPUPercent: 100 * cpu / r.Window.Seconds(), PeakRSSMiB: mib(after[name].HWMBytes)}
+			if r.Requests > 0 {
+				ps.CPUMicrosPerDelivery = round3(1e6 * cpu / float64(r.Requests))
+			}
+			c.Processes = append(c.Processes, ps)
+		}
+	}
+	return c, nil
+}
+
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }

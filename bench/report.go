@@ -1,0 +1,361 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the JSON document a run writes.
+type Report struct {
+	Machine   Machine        `json:"machine"`
+	StartedAt time.Time      `json:"started_at"`
+	Command   string         `json:"command"`
+	Settings  Settings       `json:"settings"`
+	Ceiling   *CeilingResult `json:"ceiling,omitempty"`
+	Scenarios []*Result      `json:"scenarios"`
+}
+
+// Machine is where the run happened.
+type Machine struct {
+	CPUs       int     `json:"cpus"`
+	CPUModel   string  `json:"cpu_model"`
+	MemoryGiB  float64 `json:"memory_gib"`
+	Kernel     string  `json:"kernel"`
+	GOARCH     string  `json:"goarch"`
+	Go         string  `json:"go"`
+	NATSServer string  `json:"nats_server"`
+	Redis      string  `json:"redis"`
+}
+
+// Settings are the run's knobs.
+type Settings struct {
+	Concurrency   int               `json:"concurrency"`
+	Integrations  int               `json:"integrations"`
+	EventBytes    int               `json:"event_bytes"`
+	Window        int64             `json:"max_mode_backlog_window"`
+	LogLevel      string            `json:"dispatcher_log_level"`
+	WarmupSeconds float64           `json:"warmup_s"`
+	WindowSeconds float64           `json:"window_s"`
+	ExtraEnv      map[string]string `json:"extra_dispatcher_env,omitempty"`
+}
+
+// CeilingResult is the plain HTTP client's run.
+type CeilingResult struct {
+	StartedAt     time.Time      `json:"started_at"`
+	Concurrency   int            `json:"concurrency"`
+	Requests      int64          `json:"requests"`
+	Errors        int64          `json:"errors"`
+	WindowSeconds float64        `json:"window_s"`
+	Throughput    float64        `json:"throughput_per_s"`
+	Latency       LatencyStats   `json:"round_trip_ms"`
+	LoadAvg       [3]float64     `json:"load_avg_after"`
+	Processes     []ProcessStats `json:"processes"`
+}
+
+// Result is one scenario's outcome.
+type Result struct {
+	Name                string            `json:"name"`
+	Description         string            `json:"description"`
+	StartedAt           time.Time         `json:"started_at"`
+	Dispatchers         int               `json:"dispatchers"`
+	Integrations        int               `json:"integrations"`
+	HangingIntegrations int               `json:"hanging_integrations,omitempty"`
+	Mode                string            `json:"mode"`
+	OfferedRate         float64           `json:"offered_rate_per_s,omitempty"`
+	WarmupSeconds       float64           `json:"warmup_s"`
+	WindowSeconds       float64           `json:"window_s"`
+	DrainSeconds        float64           `json:"drain_s"`
+	DispatcherEnv       map[string]string `json:"dispatcher_env"`
+	// All counts every event of the run (warm-up and drain included).
+	All Subset `json:"all"`
+	// Healthy: events to integrations whose endpoint is healthy (all of
+	// them unless the scenario has hanging ones).
+	Healthy Subset  `json:"healthy"`
+	Hanging *Subset `json:"hanging,omitempty"`
+	// Throughput and Latency repeat Healthy's for the table.
+	Throughput float64      `json:"throughput_per_s"`
+	Latency    LatencyStats `json:"latency_ms"`
+	// RatioToCeiling is Throughput over the raw ceiling (max mode only).
+	RatioToCeiling float64 `json:"ratio_to_ceiling,omitempty"`
+	PublishFailed  int64   `json:"publish_failed"`
+	// UnknownArrivals are arrivals whose index was never published (must be 0).
+	UnknownArrivals    int64          `json:"unknown_arrivals"`
+	Processes          []ProcessStats `json:"processes"`
+	MachineBusyPercent float64        `json:"machine_busy_percent"`
+	LoadAvgBefore      [3]float64     `json:"load_avg_before"`
+	LoadAvgAfter       [3]float64     `json:"load_avg_after"`
+	Memory             []MemSample    `json:"memory,omitempty"`
+	MemoryTrend        []Trend        `json:"memory_trend,omitempty"`
+	Notes              []string       `json:"notes,omitempty"`
+}
+
+// Subset counts a group of events.
+type Subset struct {
+	Published  int64 `json:"published"`
+	Delivered  int64 `json:"delivered"`
+	Lost       int64 `json:"lost"`
+	Duplicates int64 `json:"duplicates"`
+	// InWindow counts arrivals inside the measurement window; Throughput is
+	// InWindow per second.
+	InWindow   int64        `json:"delivered_in_window"`
+	Throughput float64      `json:"throughput_per_s"`
+	Latency    LatencyStats `json:"latency_ms"`
+}
+
+// LatencyStats are exact order statistics in milliseconds.
+type LatencyStats struct {
+	Count int64   `json:"count"`
+	Mean  float64 `json:"mean"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+	P999  float64 `json:"p999"`
+	Max   float64 `json:"max"`
+}
+
+// ProcessStats is one process's cost in the measurement window.
+type ProcessStats struct {
+	Name       string  `json:"name"`
+	CPUSeconds float64 `json:"cpu_s"`
+	// CPUPercent is of one core (200 % is both cores of a 2-core machine).
+	CPUPercent float64 `json:"cpu_percent"`
+	// CPUMicrosPerDelivery is CPU time over deliveries (ceiling: requests)
+	// in the window: the cost of one, robust to other load on the machine.
+	CPUMicrosPerDelivery float64 `json:"cpu_us_per_delivery"`
+	PeakRSSMiB           float64 `json:"peak_rss_mib"`
+}
+
+// MemSample is one moment of the soak.
+type MemSample struct {
+	Seconds      float64            `json:"t_s"`
+	RSSMiB       map[string]float64 `json:"rss_mib"`
+	HeapInuseMiB map[string]float64 `json:"heap_inuse_mib,omitempty"`
+}
+
+// Trend is a least-squares line through a process's memory samples after
+// the first fifth of the soak (warm-up).
+type Trend struct {
+	Process        string  `json:"process"`
+	Metric         string  `json:"metric"`
+	FirstMiB       float64 `json:"first_mib"`
+	LastMiB        float64 `json:"last_mib"`
+	SlopeMiBPerMin float64 `json:"slope_mib_per_min"`
+}
+
+// subsetStats computes the counts for events the filter selects: arrivals
+// in [ws, we) make the throughput; events published in [ws, we) make the
+// latency (first arrival minus publish).
+func subsetStats(tr *tracker, filter func(uint64) bool, ws, we time.Time) Subset {
+	var s Subset
+	var lat []int64
+	w0, w1 := ws.UnixNano(), we.UnixNano()
+	n := uint64(tr.sent.Load())
+	for i := uint64(0); i < n; i++ {
+		if !filter(i) {
+			continue
+		}
+		pub := tr.published.get(i)
+		if pub == 0 || tr.isFailed(i) {
+			continue
+		}
+		s.Published++
+		arr := tr.arrived.get(i)
+		if arr == 0 {
+			s.Lost++
+			continue
+		}
+		s.Delivered++
+		if arr >= w0 && arr < w1 {
+			s.InWindow++
+		}
+		if pub >= w0 && pub < w1 {
+			lat = append(lat, arr-pub)
+		}
+	}
+	s.Duplicates = tr.duplicates.Load() // not split by subset: the receivers report them together
+	s.Throughput = float64(s.InWindow) / we.Sub(ws).Seconds()
+	s.Latency = latencyStats(lat)
+	return s
+}
+
+func latencyStats(ns []int64) LatencyStats {
+	if len(ns) == 0 {
+		return LatencyStats{}
+	}
+	slices.Sort(ns)
+	var sum float64
+	for _, v := range ns {
+		sum += float64(v)
+	}
+	q := func(p float64) float64 {
+		// Nearest rank.
+		r := int(math.Ceil(p*float64(len(ns)))) - 1
+		r = max(0, min(r, len(ns)-1))
+		return ms(ns[r])
+	}
+	return LatencyStats{Count: int64(len(ns)), Mean: round3(sum / float64(len(ns)) / 1e6),
+		P50: q(0.50), P90: q(0.90), P99: q(0.99), P999: q(0.999), Max: ms(ns[len(ns)-1])}
+}
+
+func ms(ns int64) float64 { return round3(float64(ns) / 1e6) }
+
+func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+// finish fills in what needs several scenarios: ratios and memory trends.
+func (r *Report) finish() {
+	for _, s := range r.Scenarios {
+		// The ratio means something only where the dispatcher ran flat out.
+		if r.Ceiling != nil && r.Ceiling.Throughput > 0 && s.Mode == "max" {
+			s.RatioToCeiling = round3(s.Throughput / r.Ceiling.Throughput)
+		}
+		s.MemoryTrend = memoryTrends(s.Memory)
+	}
+}
+
+func memoryTrends(samples []MemSample) []Trend {
+	if len(samples) < 5 {
+		return nil
+	}
+	samples = samples[len(samples)/5:]
+	var out []Trend
+	add := func(metric string, get func(MemSample) map[string]float64) {
+		names := map[string]bool{}
+		for n := range get(samples[0]) {
+			names[n] = true
+		}
+		sorted := make([]string, 0, len(names))
+		for n := range names {
+			sorted = append(sorted, n)
+		}
+		slices.Sort(sorted)
+		for _, n := range sorted {
+			var xs, ys []float64
+			for _, s := range samples {
+				if v, ok := get(s)[n]; ok {
+					xs = append(xs, s.Seconds/60)
+					ys = append(ys, v)
+				}
+			}
+			if len(xs) < 3 {
+				continue
+			}
+			out = append(out, Trend{Process: n, Metric: metric, FirstMiB: round3(ys[0]), LastMiB: round3(ys[len(ys)-1]),
+				SlopeMiBPerMin: round3(slope(xs, ys))})
+		}
+	}
+	add("rss", func(s MemSample) map[string]float64 { return s.RSSMiB })
+	add("heap_inuse", func(s MemSample) map[string]float64 { return s.HeapInuseMiB })
+	return out
+}
+
+func slope(xs, ys []float64) float64 {
+	var mx, my float64
+	for i := range xs {
+		mx += xs[i]
+		my += ys[i]
+	}
+	mx /= float64(len(xs))
+	my /= float64(len(ys))
+	var num, den float64
+	for i := range xs {
+		num += (xs[i] - mx) * (ys[i] - my)
+		den += (xs[i] - mx) * (xs[i] - mx)
+	}
+	if den == 0 {
+		return 0
+	}
+	return num / den
+}
+
+func (r *Report) totalLost() int64 {
+	var n int64
+	for _, s := range r.Scenarios {
+		n += s.All.Lost
+	}
+	return n
+}
+
+func (res *Result) printSummary(w io.Writer) {
+	h := res.Healthy
+	fmt.Fprintf(w, "   published %d, delivered %d, lost %d, duplicates %d; %.0f deliveries/s in the %.0fs window; latency p50 %.2f p90 %.2f p99 %.2f max %.2f ms\n",
+		res.All.Published, res.All.Delivered, res.All.Lost, res.All.Duplicates, h.Throughput, res.WindowSeconds,
+		h.Latency.P50, h.Latency.P90, h.Latency.P99, h.Latency.Max)
+	if res.Hanging != nil {
+		fmt.Fprintf(w, "   hanging integrations: published %d, delivered %d (after healing), lost %d\n", res.Hanging.Published, res.Hanging.Delivered, res.Hanging.Lost)
+	}
+	var parts []string
+	for _, p := range res.Processes {
+		parts = append(parts, fmt.Sprintf("%s %.0f%% (%.0f µs/delivery) %.0fMiB", p.Name, p.CPUPercent, p.CPUMicrosPerDelivery, p.PeakRSSMiB))
+	}
+	fmt.Fprintf(w, "   CPU (of one core) and peak RSS: %s; machine busy %.0f%%; load average %v → %v\n",
+		strings.Join(parts, ", "), res.MachineBusyPercent, res.LoadAvgBefore, res.LoadAvgAfter)
+	for _, n := range res.Notes {
+		fmt.Fprintf(w, "   note: %s\n", n)
+	}
+}
+
+func (r *Report) printTable(w io.Writer) {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tdisp\tpublished\tdelivered\tlost\tdup\tdeliveries/s\tof ceiling\tp50 ms\tp90 ms\tp99 ms\tmax ms\tdispatcher CPU%\tnats CPU%\tredis CPU%\treceiver CPU%\tloadgen CPU%\tdispatcher µs/dlv\tall µs/dlv\t")
+	if c := r.Ceiling; c != nil {
+		fmt.Fprintf(tw, "ceiling (plain HTTP)\t-\t-\t%d\t-\t-\t%.0f\t1.000\t%.2f\t%.2f\t%.2f\t%.2f\t-\t-\t-\t%s\t%s\t-\t%s\t\n",
+			c.Requests, c.Throughput, c.Latency.P50, c.Latency.P90, c.Latency.P99, c.Latency.Max,
+			cpuOf(c.Processes, "receiver"), cpuOf(c.Processes, "loadgen"), usOf(c.Processes, ""))
+	}
+	for _, s := range r.Scenarios {
+		ratio := "-"
+		if s.RatioToCeiling > 0 {
+			ratio = fmt.Sprintf("%.3f", s.RatioToCeiling)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%.0f\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			s.Name, s.Dispatchers, s.All.Published, s.All.Delivered, s.All.Lost, s.All.Duplicates, s.Throughput, ratio,
+			s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.Max,
+			cpuOf(s.Processes, "dispatcher"), cpuOf(s.Processes, "nats"), cpuOf(s.Processes, "redis"),
+			cpuOf(s.Processes, "receiver"), cpuOf(s.Processes, "loadgen"), usOf(s.Processes, "dispatcher"), usOf(s.Processes, ""))
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w, "CPU% is of one core, summed over processes of that kind, in the measurement window; µs/dlv is CPU time per delivery (ceiling: per request), all = every process of the run; latency is publish → arrival at the receiver, of events to healthy endpoints published in the window.")
+	for _, s := range r.Scenarios {
+		for _, t := range s.MemoryTrend {
+			fmt.Fprintf(w, "%s memory trend: %s %s %.1f → %.1f MiB, slope %+.3f MiB/min\n", s.Name, t.Process, t.Metric, t.FirstMiB, t.LastMiB, t.SlopeMiBPerMin)
+		}
+	}
+}
+
+// cpuOf sums the CPU percent of processes whose name starts with prefix.
+func cpuOf(ps []ProcessStats, prefix string) string {
+	var sum float64
+	found := false
+	for _, p := range ps {
+		if strings.HasPrefix(p.Name, prefix) {
+			sum += p.CPUPercent
+			found = true
+		}
+	}
+	if !found {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", sum)
+}
+
+// usOf sums the CPU µs per delivery of processes whose name starts with prefix.
+func usOf(ps []ProcessStats, prefix string) string {
+	var sum float64
+	found := false
+	for _, p := range ps {
+		if strings.HasPrefix(p.Name, prefix) {
+			sum += p.CPUMicrosPerDelivery
+			found = true
+		}
+	}
+	if !found {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", sum)
+}

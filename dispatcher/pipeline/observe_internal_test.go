@@ -1,0 +1,63 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/blazelock/webhooks/dispatcher/deliver"
+	"github.com/blazelock/webhooks/dispatcher/deliverylog"
+	"github.com/blazelock/webhooks/dispatcher/retrylane"
+	"github.com/blazelock/webhooks/dispatcher/schedule"
+)
+
+// The per-attempt line is skipped when its level is off, but a failed
+// delivery-log write is still reported at error level whatever the level.
+func TestObserveLogLine(t *testing.T) {
+	metrics, err := NewMetrics(noop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := retrylane.Job{DeliveryID: "d-1", EventID: "e-1", IntegrationID: "i-1", Event: "file_scan.completed", Attempt: 1, Series: 1, CreatedAt: time.Now()}
+	res := deliver.Result{StartedAt: time.Now(), Duration: time.Millisecond, StatusCode: 200, Class: deliver.ClassSuccess}
+	for _, tc := range []struct {
+		name    string
+		level   slog.Level
+		saveErr error
+		want    []string // empty: no line
+	}{
+		{"info: the wide line", slog.LevelInfo, nil, []string{"level=INFO", "msg=delivery.attempted", "host=hooks.example:8443", "outcome=success", "state=succeeded"}},
+		{"warn: nothing", slog.LevelWarn, nil, nil},
+		{"warn: record failure still logged", slog.LevelWarn, errors.New("kv down"), []string{"level=ERROR", "record_err=\"kv down\"", "host=hooks.example:8443"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			p := New(Deps{Metrics: metrics, Schedule: schedule.Default(),
+				Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level}))})
+			rec := &deliverylog.Delivery{State: deliverylog.StateSucceeded}
+			p.observe(context.Background(), trace.SpanFromContext(context.Background()), job, rec, res, "https://hooks.example:8443/x?token=secret", tc.saveErr)
+			out := buf.String()
+			if len(tc.want) == 0 {
+				if out != "" {
+					t.Fatalf("logged %q", out)
+				}
+				return
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("line %q lacks %q", out, w)
+				}
+			}
+			if strings.Contains(out, "token=secret") {
+				t.Errorf("line leaks the URL's query: %q", out)
+			}
+		})
+	}
+}
