@@ -30,26 +30,41 @@ type integration struct {
 	hanging         bool
 }
 
-// timeLog maps event indexes to unix nanoseconds. It grows in chunks and
-// has one writer; readers look only after the writer stopped.
-type timeLog struct{ chunks []*[timeChunk]int64 }
+// timeLog maps event indexes to unix nanoseconds. It has one writer; the
+// drain check reads it while the writer still runs, so chunks and values
+// are atomic. It holds up to maxTimeChunks*timeChunk events (268 million).
+type timeLog struct {
+	chunks [maxTimeChunks]atomic.Pointer[[timeChunk]atomic.Int64]
+}
 
-const timeChunk = 1 << 16
+const (
+	timeChunk     = 1 << 16
+	maxTimeChunks = 1 << 12
+)
 
 func (l *timeLog) set(i uint64, v int64) {
-	c := int(i / timeChunk)
-	for len(l.chunks) <= c {
-		l.chunks = append(l.chunks, new([timeChunk]int64))
+	c := i / timeChunk
+	if c >= maxTimeChunks {
+		return // beyond any run's size; the event then counts as lost
 	}
-	l.chunks[c][i%timeChunk] = v
+	chunk := l.chunks[c].Load()
+	if chunk == nil {
+		chunk = new([timeChunk]atomic.Int64)
+		l.chunks[c].Store(chunk)
+	}
+	chunk[i%timeChunk].Store(v)
 }
 
 func (l *timeLog) get(i uint64) int64 {
-	c := int(i / timeChunk)
-	if c >= len(l.chunks) {
+	c := i / timeChunk
+	if c >= maxTimeChunks {
 		return 0
 	}
-	return l.chunks[c][i%timeChunk]
+	chunk := l.chunks[c].Load()
+	if chunk == nil {
+		return 0
+	}
+	return chunk[i%timeChunk].Load()
 }
 
 // tracker follows one scenario's events from publish to arrival.
@@ -61,7 +76,7 @@ type tracker struct {
 	published timeLog // written by the publisher goroutine
 	arrived   timeLog // first arrival, written by the collector goroutine
 
-	sent       atomic.Int64 // publish calls made
+	sent       atomic.Int64 // publish calls started (indexes 0..sent-1)
 	acked      atomic.Int64 // stored by JetStream
 	failed     atomic.Int64 // not stored after retries
 	delivered  atomic.Int64 // distinct events arrived (2xx)
@@ -226,6 +241,9 @@ func (t *tracker) publisherLoop(ctx context.Context, js jetstream.JetStream, b *
 			Header:  nats.Header{jetstream.MsgIDHeader: []string{eventID(t.runMillis, i)}},
 		}
 		t.published.set(i, time.Now().UnixNano())
+		// Counted before the publish, so an arrival can never be seen
+		// before its index counts as sent.
+		t.sent.Add(1)
 		f, err := js.PublishMsgAsync(msg)
 		if err != nil {
 			// Not sent at all (the async window is stuck): publish in
@@ -233,7 +251,6 @@ func (t *tracker) publisherLoop(ctx context.Context, js jetstream.JetStream, b *
 			ackCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			_, err = js.PublishMsg(ackCtx, msg)
 			cancel()
-			t.sent.Add(1)
 			if err != nil {
 				t.markFailed(i)
 			} else {
@@ -241,7 +258,6 @@ func (t *tracker) publisherLoop(ctx context.Context, js jetstream.JetStream, b *
 			}
 			continue
 		}
-		t.sent.Add(1)
 		acks <- pending{idx: i, msg: msg, ack: f}
 	}
 }

@@ -93,16 +93,20 @@ func runMain(args []string) (int, error) {
 	fs.DurationVar(&b.measure, "duration", 20*time.Second, "measurement window of each scenario")
 	fs.DurationVar(&b.soakDuration, "soak-duration", 10*time.Minute, "soak: how long to run at 50 % of max")
 	fs.Float64Var(&b.rate, "max-rate", 0, "skip measuring max1 for latency/isolation/soak and use this many deliveries/s as max")
-	fs.StringVar(&b.profileDir, "profile", "", "directory: save a CPU profile of dispatcher-1 during max1 (and heap profiles)")
+	fs.StringVar(&b.profileDir, "profile", "", "directory: save a CPU and a heap profile of dispatcher-1 during max1, and heap profiles at the start and end of the soak")
 	fs.DurationVar(&b.profileFor, "profile-seconds", 10*time.Second, "length of the CPU profile")
 	fs.StringVar(&b.attemptTO, "isolation-attempt-timeout", "15s", "DISPATCHER_ATTEMPT_TIMEOUT in the isolation scenario (SPEC: 15s)")
 	fs.StringVar(&b.dispatcherBin, "dispatcher-bin", "", "use this dispatcher binary instead of building ./dispatcher (A/B comparisons)")
+	reprint := fs.String("reprint", "", "read a results JSON file, recompute its derived numbers, print its table and write it back")
 	env := fs.String("env", "", "extra dispatcher environment, comma-separated K=V (e.g. DISPATCHER_INTEGRATION_IN_FLIGHT=64)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0, nil
 		}
 		return 2, err
+	}
+	if *reprint != "" {
+		return b.reprint(*reprint)
 	}
 	for _, kv := range strings.Split(*env, ",") {
 		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
@@ -387,7 +391,19 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (_ *Result, err er
 		go func() { profileDone <- b.saveProfiles(ctx, st, sc.Name) }()
 	}
 	if sc.Soak {
+		// Heap profiles at both ends: `go tool pprof -diff_base start end`
+		// shows what grew, if anything did.
+		if b.profileDir != "" {
+			if err := b.saveHeap(ctx, st, sc.Name+"-dispatcher-heap-start.pprof"); err != nil {
+				res.Notes = append(res.Notes, "heap profile: "+err.Error())
+			}
+		}
 		res.Memory = b.sampleMemory(ctx, st, we, 10*time.Second)
+		if b.profileDir != "" {
+			if err := b.saveHeap(ctx, st, sc.Name+"-dispatcher-heap-end.pprof"); err != nil {
+				res.Notes = append(res.Notes, "heap profile: "+err.Error())
+			}
+		}
 	}
 	sleepUntil(ctx, we)
 	after := st.sampleAll()
@@ -505,6 +521,26 @@ func (b *bench) saveProfiles(ctx context.Context, st *stack, name string) error 
 	}
 	fmt.Fprintf(b.out, "   CPU profile: %s\n", filepath.Join(b.profileDir, name+"-dispatcher-cpu.pprof"))
 	return get("/debug/pprof/heap", name+"-dispatcher-heap.pprof")
+}
+
+// saveHeap writes a heap profile of dispatcher-1 (after a GC, gc=1).
+func (b *bench) saveHeap(ctx context.Context, st *stack, file string) error {
+	if err := os.MkdirAll(b.profileDir, 0o755); err != nil {
+		return err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+st.dispatchers[0].extra+"/debug/pprof/heap?gc=1", nil)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(filepath.Join(b.profileDir, file))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, resp.Body)
+	return err
 }
 
 // sampleMemory records RSS of every process (and the dispatchers' Go heap
@@ -632,3 +668,20 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 }
 
 func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }
+
+// reprint recomputes what Report.finish derives (ratios, memory trends) from
+// a results file, prints its table and writes it back.
+func (b *bench) reprint(path string) (int, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return 2, err
+	}
+	var r Report
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return 2, fmt.Errorf("%s: %w", path, err)
+	}
+	r.finish()
+	r.printTable(b.out)
+	out, _ := json.MarshalIndent(&r, "", "  ")
+	return 0, os.WriteFile(path, append(out, '\n'), 0o644)
+}

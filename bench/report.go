@@ -82,7 +82,13 @@ type Result struct {
 	Latency    LatencyStats `json:"latency_ms"`
 	// RatioToCeiling is Throughput over the raw ceiling (max mode only).
 	RatioToCeiling float64 `json:"ratio_to_ceiling,omitempty"`
-	PublishFailed  int64   `json:"publish_failed"`
+	// CostRatioToCeiling is the ceiling's CPU time per request (client and
+	// receiver) over this scenario's CPU time per delivery (every process):
+	// the throughput ratio the two would have on the same cores when both
+	// are CPU-bound, far less sensitive to other load on the machine than
+	// RatioToCeiling (max mode only).
+	CostRatioToCeiling float64 `json:"cost_ratio_to_ceiling,omitempty"`
+	PublishFailed      int64   `json:"publish_failed"`
 	// UnknownArrivals are arrivals whose index was never published (must be 0).
 	UnknownArrivals    int64          `json:"unknown_arrivals"`
 	Processes          []ProcessStats `json:"processes"`
@@ -145,6 +151,11 @@ type Trend struct {
 	FirstMiB       float64 `json:"first_mib"`
 	LastMiB        float64 `json:"last_mib"`
 	SlopeMiBPerMin float64 `json:"slope_mib_per_min"`
+	// FloorFirstMiB and FloorLastMiB are the lowest sample in the first and
+	// in the last fifth of the samples used: a leak raises the floor, while
+	// load spikes (a backlog after a stall) only raise single samples.
+	FloorFirstMiB float64 `json:"floor_first_mib"`
+	FloorLastMiB  float64 `json:"floor_last_mib"`
 }
 
 // subsetStats computes the counts for events the filter selects: arrivals
@@ -212,6 +223,9 @@ func (r *Report) finish() {
 		// The ratio means something only where the dispatcher ran flat out.
 		if r.Ceiling != nil && r.Ceiling.Throughput > 0 && s.Mode == "max" {
 			s.RatioToCeiling = round3(s.Throughput / r.Ceiling.Throughput)
+			if all := sumUs(s.Processes); all > 0 {
+				s.CostRatioToCeiling = round3(sumUs(r.Ceiling.Processes) / all)
+			}
 		}
 		s.MemoryTrend = memoryTrends(s.Memory)
 	}
@@ -244,8 +258,10 @@ func memoryTrends(samples []MemSample) []Trend {
 			if len(xs) < 3 {
 				continue
 			}
+			fifth := max(1, len(ys)/5)
 			out = append(out, Trend{Process: n, Metric: metric, FirstMiB: round3(ys[0]), LastMiB: round3(ys[len(ys)-1]),
-				SlopeMiBPerMin: round3(slope(xs, ys))})
+				SlopeMiBPerMin: round3(slope(xs, ys)),
+				FloorFirstMiB:  round3(slices.Min(ys[:fifth])), FloorLastMiB: round3(slices.Min(ys[len(ys)-fifth:]))})
 		}
 	}
 	add("rss", func(s MemSample) map[string]float64 { return s.RSSMiB })
@@ -294,6 +310,12 @@ func (res *Result) printSummary(w io.Writer) {
 	}
 	fmt.Fprintf(w, "   CPU (of one core) and peak RSS: %s; machine busy %.0f%%; load average %v → %v\n",
 		strings.Join(parts, ", "), res.MachineBusyPercent, res.LoadAvgBefore, res.LoadAvgAfter)
+	if res.PublishFailed > 0 {
+		fmt.Fprintf(w, "   WARNING: %d events were never stored by JetStream (not counted as published)\n", res.PublishFailed)
+	}
+	if res.UnknownArrivals > 0 {
+		fmt.Fprintf(w, "   WARNING: %d arrivals carried an event index that was never published\n", res.UnknownArrivals)
+	}
 	for _, n := range res.Notes {
 		fmt.Fprintf(w, "   note: %s\n", n)
 	}
@@ -302,28 +324,32 @@ func (res *Result) printSummary(w io.Writer) {
 func (r *Report) printTable(w io.Writer) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tdisp\tpublished\tdelivered\tlost\tdup\tdeliveries/s\tof ceiling\tp50 ms\tp90 ms\tp99 ms\tmax ms\tdispatcher CPU%\tnats CPU%\tredis CPU%\treceiver CPU%\tloadgen CPU%\tdispatcher µs/dlv\tall µs/dlv\t")
+	fmt.Fprintln(tw, "scenario\tdisp\tpublished\tdelivered\tlost\tdup\tdeliveries/s\tof ceiling\tp50 ms\tp90 ms\tp99 ms\tmax ms\tdispatcher CPU%\tnats CPU%\tredis CPU%\treceiver CPU%\tloadgen CPU%\tdispatcher µs/dlv\tall µs/dlv\tcost ratio\t")
 	if c := r.Ceiling; c != nil {
-		fmt.Fprintf(tw, "ceiling (plain HTTP)\t-\t-\t%d\t-\t-\t%.0f\t1.000\t%.2f\t%.2f\t%.2f\t%.2f\t-\t-\t-\t%s\t%s\t-\t%s\t\n",
+		fmt.Fprintf(tw, "ceiling (plain HTTP)\t-\t-\t%d\t-\t-\t%.0f\t1.000\t%.2f\t%.2f\t%.2f\t%.2f\t-\t-\t-\t%s\t%s\t-\t%s\t%s\t\n",
 			c.Requests, c.Throughput, c.Latency.P50, c.Latency.P90, c.Latency.P99, c.Latency.Max,
-			cpuOf(c.Processes, "receiver"), cpuOf(c.Processes, "loadgen"), usOf(c.Processes, ""))
+			cpuOf(c.Processes, "receiver"), cpuOf(c.Processes, "loadgen"), usOf(c.Processes, ""), "1.000")
 	}
 	for _, s := range r.Scenarios {
-		ratio := "-"
+		ratio, cost := "-", "-"
 		if s.RatioToCeiling > 0 {
 			ratio = fmt.Sprintf("%.3f", s.RatioToCeiling)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%.0f\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		if s.CostRatioToCeiling > 0 {
+			cost = fmt.Sprintf("%.3f", s.CostRatioToCeiling)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%.0f\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			s.Name, s.Dispatchers, s.All.Published, s.All.Delivered, s.All.Lost, s.All.Duplicates, s.Throughput, ratio,
 			s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.Max,
 			cpuOf(s.Processes, "dispatcher"), cpuOf(s.Processes, "nats"), cpuOf(s.Processes, "redis"),
-			cpuOf(s.Processes, "receiver"), cpuOf(s.Processes, "loadgen"), usOf(s.Processes, "dispatcher"), usOf(s.Processes, ""))
+			cpuOf(s.Processes, "receiver"), cpuOf(s.Processes, "loadgen"), usOf(s.Processes, "dispatcher"), usOf(s.Processes, ""), cost)
 	}
 	_ = tw.Flush()
-	fmt.Fprintln(w, "CPU% is of one core, summed over processes of that kind, in the measurement window; µs/dlv is CPU time per delivery (ceiling: per request), all = every process of the run; latency is publish → arrival at the receiver, of events to healthy endpoints published in the window.")
+	fmt.Fprintln(w, "CPU% is of one core, summed over processes of that kind, in the measurement window; µs/dlv is CPU time per delivery (ceiling: per request), all = every process of the run; cost ratio = the ceiling's µs per request over the scenario's all µs per delivery (the throughput ratio if both were CPU-bound on the same cores); latency is publish → arrival at the receiver, of events to healthy endpoints published in the window.")
 	for _, s := range r.Scenarios {
 		for _, t := range s.MemoryTrend {
-			fmt.Fprintf(w, "%s memory trend: %s %s %.1f → %.1f MiB, slope %+.3f MiB/min\n", s.Name, t.Process, t.Metric, t.FirstMiB, t.LastMiB, t.SlopeMiBPerMin)
+			fmt.Fprintf(w, "%s memory trend: %s %s %.1f → %.1f MiB, slope %+.3f MiB/min, floor %.1f → %.1f MiB\n",
+				s.Name, t.Process, t.Metric, t.FirstMiB, t.LastMiB, t.SlopeMiBPerMin, t.FloorFirstMiB, t.FloorLastMiB)
 		}
 	}
 }
@@ -342,6 +368,14 @@ func cpuOf(ps []ProcessStats, prefix string) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.0f", sum)
+}
+
+func sumUs(ps []ProcessStats) float64 {
+	var sum float64
+	for _, p := range ps {
+		sum += p.CPUMicrosPerDelivery
+	}
+	return sum
 }
 
 // usOf sums the CPU µs per delivery of processes whose name starts with prefix.

@@ -42,11 +42,7 @@ type report struct {
 			P50 float64 `json:"p50"`
 			P99 float64 `json:"p99"`
 		} `json:"latency_ms"`
-		Memory []struct {
-			Seconds      float64            `json:"t_s"`
-			RSSMiB       map[string]float64 `json:"rss_mib"`
-			HeapInuseMiB map[string]float64 `json:"heap_inuse_mib"`
-		} `json:"memory"`
+		Memory []memSample `json:"memory"`
 	} `json:"scenarios"`
 }
 
@@ -176,8 +172,8 @@ func throughputPlot(r *report) string {
 	}
 	for _, s := range r.Scenarios {
 		sub := fmt.Sprintf("p50 %.1f / p99 %.1f ms", s.Latency.P50, s.Latency.P99)
-		if s.Name == "max1" || s.Name == "max2" || strings.HasPrefix(s.Name, "max") {
-			sub = "saturated (latency = backlog)"
+		if strings.HasPrefix(s.Name, "max") {
+			sub = "saturated"
 		}
 		color := palette[0]
 		if s.OfferedRate > 0 {
@@ -223,72 +219,124 @@ func throughputPlot(r *report) string {
 	return s.String()
 }
 
-func memoryPlot(r *report, samples []struct {
+type memSample = struct {
 	Seconds      float64            `json:"t_s"`
 	RSSMiB       map[string]float64 `json:"rss_mib"`
 	HeapInuseMiB map[string]float64 `json:"heap_inuse_mib"`
-}) string {
-	type series struct {
-		name string
-		pts  [][2]float64 // minutes, MiB
-	}
-	byName := map[string]*series{}
-	add := func(name string, t, v float64) {
-		if byName[name] == nil {
-			byName[name] = &series{name: name}
+}
+
+type series struct {
+	name string
+	pts  [][2]float64 // minutes, MiB
+}
+
+// memoryPlot draws two panels on one time axis: the dispatcher's RSS and Go
+// heap in use (the DESIGN goal is about them), then every process's RSS.
+func memoryPlot(r *report, samples []memSample) string {
+	collect := func(keep func(name string) bool) []*series {
+		byName := map[string]*series{}
+		add := func(name string, t, v float64) {
+			if !keep(name) {
+				return
+			}
+			if byName[name] == nil {
+				byName[name] = &series{name: name}
+			}
+			byName[name].pts = append(byName[name].pts, [2]float64{t / 60, v})
 		}
-		byName[name].pts = append(byName[name].pts, [2]float64{t / 60, v})
-	}
-	for _, m := range samples {
-		for n, v := range m.RSSMiB {
-			add(n+" RSS", m.Seconds, v)
+		for _, m := range samples {
+			for n, v := range m.RSSMiB {
+				add(n+" RSS", m.Seconds, v)
+			}
+			for n, v := range m.HeapInuseMiB {
+				add(n+" Go heap in use", m.Seconds, v)
+			}
 		}
-		for n, v := range m.HeapInuseMiB {
-			add(n+" Go heap in use", m.Seconds, v)
+		names := make([]string, 0, len(byName))
+		for n := range byName {
+			names = append(names, n)
 		}
+		slices.Sort(names)
+		out := make([]*series, len(names))
+		for i, n := range names {
+			out[i] = byName[n]
+		}
+		return out
 	}
-	names := make([]string, 0, len(byName))
-	for n := range byName {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	var tmax, vmax float64
-	for _, sr := range byName {
+	dispatcher := collect(func(n string) bool { return strings.HasPrefix(n, "dispatcher") })
+	rss := collect(func(n string) bool { return strings.HasSuffix(n, " RSS") })
+	var tmax float64
+	for _, sr := range rss {
 		for _, p := range sr.pts {
-			tmax, vmax = max(tmax, p[0]), max(vmax, p[1])
+			tmax = max(tmax, p[0])
 		}
 	}
-	tmax, vmax = niceMax(tmax), niceMax(vmax*1.1)
-	const w, h, left, right, top, bottom = 820.0, 440.0, 70.0, 200.0, 50.0, 50.0
+	tmax = niceMax(tmax)
+	const w, h = 900.0, 640.0
 	s := newSVG(w, h)
-	s.text((w-right+left)/2, 22, "middle", `font-size="15" font-weight="bold"`, "Memory during the soak (50 % of max throughput)")
-	s.text((w-right+left)/2, 38, "middle", `fill="#555"`, fmt.Sprintf("%d CPUs (%s); %s", r.Machine.CPUs, r.Machine.CPUModel, r.StartedAt))
-	px := func(t float64) float64 { return left + (w-left-right)*t/tmax }
-	py := func(v float64) float64 { return top + (h-top-bottom)*(1-v/vmax) }
-	for i := 0; i <= 5; i++ {
-		v := vmax * float64(i) / 5
-		s.line(left, py(v), w-right, py(v), `stroke="#ddd"`)
-		s.text(left-6, py(v)+4, "end", "", fmt.Sprintf("%.0f", v))
-		t := tmax * float64(i) / 5
-		s.text(px(t), h-bottom+16, "middle", "", fmt.Sprintf("%.0f", t))
+	s.text(330, 22, "middle", `font-size="15" font-weight="bold"`, "Memory during the soak (fixed rate, 50 % of max throughput)")
+	s.text(330, 38, "middle", `fill="#555"`, fmt.Sprintf("%d CPUs (%s); %s", r.Machine.CPUs, r.Machine.CPUModel, r.StartedAt))
+	panel(s, dispatcher, tmax, 60, 270, "the dispatcher")
+	panel(s, rss, tmax, 340, 590, "every process (RSS)")
+	s.text(330, h-12, "middle", `fill="#555"`, "minutes")
+	return s.String()
+}
+
+// panel draws series between y top and bottom, legend on the right.
+func panel(s *svg, list []*series, tmax, top, bottom float64, title string) {
+	const left, right = 70.0, 660.0
+	var vmax float64
+	for _, sr := range list {
+		for _, p := range sr.pts {
+			vmax = max(vmax, p[1])
+		}
 	}
-	s.text(left-45, top-10, "start", `fill="#555"`, "MiB")
-	s.text((w-right+left)/2, h-12, "middle", `fill="#555"`, "minutes")
-	s.line(left, py(0), w-right, py(0), `stroke="#333"`)
-	for i, n := range names {
-		color := palette[i%len(palette)]
+	vmax = niceMax(vmax * 1.1)
+	px := func(t float64) float64 { return left + (right-left)*t/tmax }
+	py := func(v float64) float64 { return top + (bottom-top)*(1-v/vmax) }
+	s.text(left, top-8, "start", `font-weight="bold"`, title)
+	s.text(left-8, top-8, "end", `fill="#555"`, "MiB")
+	for i := 0; i <= 4; i++ {
+		v := vmax * float64(i) / 4
+		s.line(left, py(v), right, py(v), `stroke="#ddd"`)
+		s.text(left-6, py(v)+4, "end", "", fmt.Sprintf("%.0f", v))
+	}
+	for i := 0; i <= 5; i++ {
+		t := tmax * float64(i) / 5
+		s.text(px(t), bottom+16, "middle", "", fmt.Sprintf("%.0f", t))
+	}
+	s.line(left, py(0), right, py(0), `stroke="#333"`)
+	for i, sr := range list {
+		color := processColor(sr.name)
 		style := fmt.Sprintf(`stroke="%s" stroke-width="1.8"`, color)
-		if strings.HasSuffix(n, "heap in use") {
+		if strings.HasSuffix(sr.name, "heap in use") {
 			style += ` stroke-dasharray="5,3"`
 		}
-		pts := make([][2]float64, len(byName[n].pts))
-		for j, p := range byName[n].pts {
+		pts := make([][2]float64, len(sr.pts))
+		for j, p := range sr.pts {
 			pts[j] = [2]float64{px(p[0]), py(p[1])}
 		}
 		s.polyline(pts, style)
 		ly := top + 10 + float64(i)*18
-		s.line(w-right+12, ly-4, w-right+34, ly-4, style)
-		s.text(w-right+40, ly, "start", "", n)
+		s.line(right+12, ly-4, right+34, ly-4, style)
+		s.text(right+40, ly, "start", "", sr.name)
 	}
-	return s.String()
+}
+
+// processColor keeps one color per process across panels.
+func processColor(series string) string {
+	process, _, _ := strings.Cut(series, " ")
+	switch {
+	case strings.HasPrefix(process, "dispatcher"):
+		return palette[0]
+	case process == "nats":
+		return palette[3]
+	case process == "receiver":
+		return palette[4]
+	case process == "loadgen":
+		return palette[2]
+	case process == "redis":
+		return palette[6]
+	}
+	return palette[7]
 }
