@@ -1,0 +1,960 @@
+package reliability
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/blazelock/webhooks/dispatcher/deliverylog"
+	"github.com/blazelock/webhooks/internal/testinfra"
+	"github.com/blazelock/webhooks/publisher"
+	"github.com/blazelock/webhooks/schemas"
+	"github.com/blazelock/webhooks/subscriber/receiver"
+)
+
+// The dispatcher program, built once per test run.
+var build struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if build.dir != "" {
+		_ = os.RemoveAll(build.dir)
+	}
+	os.Exit(code)
+}
+
+// dispatcherBinary builds ./dispatcher (with -race when this test binary
+// has it, so data races in the children fail the tests too).
+func dispatcherBinary(t *testing.T) string {
+	t.Helper()
+	build.once.Do(func() {
+		build.dir, build.err = os.MkdirTemp("", "reliability-dispatcher-")
+		if build.err != nil {
+			return
+		}
+		build.path = filepath.Join(build.dir, "dispatcher")
+		args := []string{"build", "-o", build.path}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, "github.com/blazelock/webhooks/dispatcher")
+		out, err := exec.Command("go", args...).CombinedOutput()
+		if err != nil {
+			build.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.path
+}
+
+// Timing of every dispatcher in this suite, unless a test overrides it.
+const (
+	// retrySchedule: 10 attempts over about 15 s.
+	retrySchedule = "1s,1s,1s,2s,2s,2s,2s,2s,2s"
+	// attemptTimeout makes AckWait 2×2 s + 5 s = 9 s (dispatcher/run.go):
+	// the time after which JetStream hands a crashed process's messages to
+	// another one.
+	attemptTimeout = 2 * time.Second
+	// concurrency is DISPATCHER_CONCURRENCY: attempts in flight per lane
+	// per process, and the client-side pull buffer of each lane. It bounds
+	// how many messages one process can hold unacknowledged: the duplicate
+	// bound of a crash.
+	concurrency = 16
+)
+
+// natsServer is a JetStream server in the test process that can be shut
+// down and started again on the same port and store directory.
+type natsServer struct {
+	t    *testing.T
+	port int
+	dir  string
+	mu   sync.Mutex
+	srv  *server.Server
+}
+
+func startNATS(t *testing.T) *natsServer {
+	t.Helper()
+	n := &natsServer{t: t, port: testinfra.FreePort(t), dir: t.TempDir()}
+	n.start()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
+
+func (n *natsServer) start() {
+	n.t.Helper()
+	opts := &server.Options{
+		ServerName: "reliability", Host: "127.0.0.1", Port: n.port,
+		JetStream: true, StoreDir: n.dir, NoLog: true, NoSigs: true,
+	}
+	// The port may take a moment to be free again after a shutdown.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s, err := server.NewServer(opts)
+		if err != nil {
+			n.t.Fatalf("create nats-server: %v", err)
+		}
+		go s.Start()
+		if s.ReadyForConnections(5 * time.Second) {
+			n.mu.Lock()
+			n.srv = s
+			n.mu.Unlock()
+			return
+		}
+		s.Shutdown()
+		s.WaitForShutdown()
+		if time.Now().After(deadline) {
+			n.t.Fatalf("nats-server did not start on port %d", n.port)
+		}
+	}
+}
+
+func (n *natsServer) stop() {
+	n.mu.Lock()
+	s := n.srv
+	n.srv = nil
+	n.mu.Unlock()
+	if s != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+	}
+}
+
+// redisServer is a redis-server child process with an append-only file
+// fsynced on every write, so a kill and restart brings back exactly what
+// it held: the harder case for the cache (entries from before an outage
+// come back).
+type redisServer struct {
+	t   *testing.T
+	bin string
+	dir string
+	url string
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	arg []string
+}
+
+func startRedis(t *testing.T) *redisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		msg := "no redis-server binary on PATH: install it (apt-get install -y redis-server)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip("SKIPPED LOUDLY: " + msg)
+	}
+	port := testinfra.FreePort(t)
+	r := &redisServer{t: t, bin: bin, dir: t.TempDir(), url: fmt.Sprintf("redis://127.0.0.1:%d/0", port)}
+	r.arg = []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log")}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) start() {
+	r.t.Helper()
+	cmd := exec.Command(r.bin, r.arg...)
+	if err := cmd.Start(); err != nil {
+		r.t.Fatalf("start redis-server: %v", err)
+	}
+	r.mu.Lock()
+	r.cmd = cmd
+	r.mu.Unlock()
+	testinfra.WaitFor(r.t, 15*time.Second, "redis-server to answer PING", func() bool { return testinfra.PingRedis(r.url) == nil })
+}
+
+// stop kills the server (SIGKILL: no shutdown save; the AOF has every write).
+func (r *redisServer) stop() {
+	r.mu.Lock()
+	cmd := r.cmd
+	r.cmd = nil
+	r.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+}
+
+// signal sends sig to the running server (SIGSTOP hangs it, SIGCONT resumes).
+func (r *redisServer) signal(sig syscall.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		r.t.Fatalf("signal %s to redis-server: %v", sig, err)
+	}
+}
+
+func (r *redisServer) client() *redis.Client {
+	opts, err := redis.ParseURL(r.url)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	r.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// endpoint is a reference receiver on a fixed loopback port that can be
+// taken down (connections refused) and brought back.
+type endpoint struct {
+	*receiver.Receiver
+	t       *testing.T
+	port    int
+	handler http.Handler
+	mu      sync.Mutex
+	srv     *http.Server
+	// inFlight counts requests being answered right now.
+	inFlight atomic.Int64
+}
+
+func newEndpoint(t *testing.T, faults receiver.Faults) *endpoint {
+	t.Helper()
+	rc, err := receiver.New(receiver.Config{Faults: faults, MaxHang: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &endpoint{Receiver: rc, t: t, port: testinfra.FreePort(t)}
+	e.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.inFlight.Add(1)
+		defer e.inFlight.Add(-1)
+		rc.ServeHTTP(w, r)
+	})
+	e.up()
+	t.Cleanup(func() { rc.Close(); e.down() })
+	return e
+}
+
+// newHandlerEndpoint serves any handler (no receiver) the same way.
+func newHandlerEndpoint(t *testing.T, h http.Handler) *endpoint {
+	t.Helper()
+	e := &endpoint{t: t, port: testinfra.FreePort(t), handler: h}
+	e.up()
+	t.Cleanup(e.down)
+	return e
+}
+
+func (e *endpoint) base() string { return fmt.Sprintf("http://127.0.0.1:%d", e.port) }
+
+func (e *endpoint) up() {
+	e.t.Helper()
+	var l net.Listener
+	testinfra.WaitFor(e.t, 10*time.Second, fmt.Sprintf("port %d to be free", e.port), func() bool {
+		var err error
+		l, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", e.port))
+		return err == nil
+	})
+	srv := &http.Server{Handler: e.handler, ReadHeaderTimeout: 10 * time.Second}
+	e.mu.Lock()
+	e.srv = srv
+	e.mu.Unlock()
+	go func() { _ = srv.Serve(l) }()
+}
+
+// down closes the listener and every connection: attempts now see
+// "connection refused".
+func (e *endpoint) down() {
+	e.mu.Lock()
+	srv := e.srv
+	e.srv = nil
+	e.mu.Unlock()
+	if srv != nil {
+		_ = srv.Close()
+	}
+}
+
+// arrivals indexes what the receiver saw by event id.
+func (e *endpoint) arrivals() map[string][]receiver.Arrival {
+	out := map[string][]receiver.Arrival{}
+	for _, a := range e.Deliveries() {
+		out[a.EventID] = append(out[a.EventID], a)
+	}
+	return out
+}
+
+// logBuffer collects a child's output across restarts.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// cluster is one test's world: NATS, Redis, a publisher and dispatchers.
+type cluster struct {
+	t          *testing.T
+	nats       *natsServer
+	redis      *redisServer
+	adminToken string
+	secretKey  string
+	env        map[string]string
+	js         jetstream.JetStream
+	pub        *publisher.Publisher
+	mu         sync.Mutex
+	procs      []*dispatcher
+}
+
+// newCluster starts NATS and Redis for the test. env overrides the
+// dispatchers' environment.
+func newCluster(t *testing.T, env map[string]string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, adminToken: randomText(32), secretKey: base64.StdEncoding.EncodeToString(randomBytes(32))}
+	c.redis = startRedis(t)
+	c.nats = startNATS(t)
+	c.env = map[string]string{
+		"NATS_URL":                         c.nats.url(),
+		"REDIS_URL":                        c.redis.url,
+		"DISPATCHER_ADMIN_TOKEN":           c.adminToken,
+		"DISPATCHER_SECRET_KEY":            c.secretKey,
+		"DISPATCHER_ALLOW_PRIVATE_TARGETS": "true",
+		"DISPATCHER_RETRY_SCHEDULE":        retrySchedule,
+		"DISPATCHER_ATTEMPT_TIMEOUT":       attemptTimeout.String(),
+		"DISPATCHER_SHUTDOWN_TIMEOUT":      "5s",
+		"DISPATCHER_CONCURRENCY":           strconv.Itoa(concurrency),
+		"DISPATCHER_LOG_LEVEL":             "info",
+	}
+	for k, v := range env {
+		c.env[k] = v
+	}
+	nc, err := nats.Connect(c.nats.url(), nats.Name("reliability-publisher"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if c.js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	c.pub = publisher.New(c.js)
+	// Registered first, so it runs after every dispatcher has exited.
+	t.Cleanup(c.report)
+	return c
+}
+
+// report shows the dispatchers' logs when the test failed (and writes
+// them to RELIABILITY_LOG_DIR when set).
+func (c *cluster) report() {
+	c.mu.Lock()
+	procs := slices.Clone(c.procs)
+	c.mu.Unlock()
+	dir := os.Getenv("RELIABILITY_LOG_DIR")
+	for _, d := range procs {
+		logs := d.log.String()
+		if dir != "" {
+			name := strings.NewReplacer("/", "_", " ", "_").Replace(c.t.Name()) + "." + d.name + ".log"
+			_ = os.WriteFile(filepath.Join(dir, name), []byte(logs), 0o644)
+		}
+		if c.t.Failed() {
+			if len(logs) > 12000 {
+				logs = "…" + logs[len(logs)-12000:]
+			}
+			c.t.Logf("dispatcher %s log (tail):\n%s", d.name, logs)
+		}
+	}
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func randomText(n int) string { return base64.RawURLEncoding.EncodeToString(randomBytes(n)) }
+
+// dispatcher is one dispatcher child process (restartable).
+type dispatcher struct {
+	c      *cluster
+	name   string
+	env    map[string]string
+	log    *logBuffer
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	addr   string
+	exited chan struct{}
+}
+
+// startDispatcher starts a dispatcher with the cluster's environment plus
+// env, and waits until it is ready.
+func (c *cluster) startDispatcher(name string, env map[string]string) *dispatcher {
+	c.t.Helper()
+	d := &dispatcher{c: c, name: name, env: map[string]string{}, log: &logBuffer{}}
+	for k, v := range c.env {
+		d.env[k] = v
+	}
+	for k, v := range env {
+		d.env[k] = v
+	}
+	c.mu.Lock()
+	c.procs = append(c.procs, d)
+	c.mu.Unlock()
+	d.start()
+	c.t.Cleanup(d.cleanup)
+	return d
+}
+
+func (d *dispatcher) start() {
+	t := d.c.t
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", testinfra.FreePort(t))
+	cmd := exec.Command(dispatcherBinary(t))
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "DISPATCHER_") || strings.HasPrefix(k, "OTEL_") || k == "NATS_URL" || k == "REDIS_URL" {
+			continue // only what the test sets
+		}
+		cmd.Env = append(cmd.Env, kv)
+	}
+	for k, v := range d.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Env = append(cmd.Env, "DISPATCHER_HTTP_ADDR="+addr)
+	cmd.Stdout, cmd.Stderr = d.log, d.log
+	fmt.Fprintf(d.log, "--- test: starting %s at %s\n", d.name, time.Now().Format(time.RFC3339Nano))
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start dispatcher %s: %v", d.name, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	d.mu.Lock()
+	d.cmd, d.addr, d.exited = cmd, addr, exited
+	d.mu.Unlock()
+	testinfra.WaitFor(t, 60*time.Second, "dispatcher "+d.name+" ready", func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("dispatcher %s exited during start-up: %s\n%s", d.name, cmd.ProcessState, d.log.String())
+		default:
+		}
+		return d.ready()
+	})
+}
+
+func (d *dispatcher) ready() bool {
+	resp, err := httpClient.Get("http://" + d.addr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (d *dispatcher) signal(sig syscall.Signal) {
+	d.mu.Lock()
+	cmd := d.cmd
+	d.mu.Unlock()
+	fmt.Fprintf(d.log, "--- test: %s to %s at %s\n", sig, d.name, time.Now().Format(time.RFC3339Nano))
+	if err := cmd.Process.Signal(sig); err != nil {
+		d.c.t.Fatalf("signal %s to %s: %v", sig, d.name, err)
+	}
+}
+
+// kill sends SIGKILL and waits until the process is gone.
+func (d *dispatcher) kill() {
+	d.signal(syscall.SIGKILL)
+	<-d.exited
+}
+
+// terminate sends SIGTERM and waits up to timeout for the exit; it returns
+// the exit code and how long the shutdown took.
+func (d *dispatcher) terminate(timeout time.Duration) (exitCode int, took time.Duration) {
+	t := d.c.t
+	t.Helper()
+	start := time.Now()
+	d.signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(timeout):
+		d.kill()
+		t.Fatalf("dispatcher %s did not exit within %s of SIGTERM", d.name, timeout)
+	}
+	return d.cmd.ProcessState.ExitCode(), time.Since(start)
+}
+
+func (d *dispatcher) running() bool {
+	select {
+	case <-d.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// cleanup stops the process if it still runs, then fails the test on a
+// data race or panic report in anything it ever printed.
+func (d *dispatcher) cleanup() {
+	if d.running() {
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(20 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.exited
+		}
+	}
+	logs := d.log.String()
+	for _, marker := range []string{"WARNING: DATA RACE", "panic:", "fatal error:"} {
+		if i := strings.Index(logs, marker); i >= 0 {
+			end := min(len(logs), i+6000)
+			d.c.t.Errorf("dispatcher %s printed %q:\n%s", d.name, marker, logs[i:end])
+		}
+	}
+}
+
+var httpClient = &http.Client{Timeout: 20 * time.Second}
+
+// request sends one HTTP request to the dispatcher's listener.
+func (d *dispatcher) request(method, path string, body []byte, header http.Header) (int, http.Header, []byte) {
+	t := d.c.t
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+d.addr+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s on %s: %v", method, path, d.name, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s on %s: read answer: %v", method, path, d.name, err)
+	}
+	return resp.StatusCode, resp.Header, raw
+}
+
+// api calls the management API with the admin token; in is marshalled to
+// JSON (nil: no body), the answer is decoded into out when out is not nil.
+func (d *dispatcher) api(method, path string, in, out any) int {
+	t := d.c.t
+	t.Helper()
+	var body []byte
+	h := http.Header{"Authorization": {"Bearer " + d.c.adminToken}}
+	if in != nil {
+		body, _ = json.Marshal(in)
+		h.Set("Content-Type", "application/json")
+	}
+	code, _, raw := d.request(method, path, body, h)
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, path, raw, err)
+		}
+	}
+	return code
+}
+
+// configure gives a new integration a webhook to ep (through d's API) and
+// teaches ep its secret. It returns the integration id.
+func (c *cluster) configure(d *dispatcher, ep *endpoint, events ...string) string {
+	c.t.Helper()
+	id := uuid.Must(uuid.NewV7()).String()
+	if len(events) == 0 {
+		events = schemas.EventNames
+	}
+	c.putWebhook(d, id, true, ep.base()+"/webhooks/"+id, events)
+	if ep.Receiver != nil {
+		ep.SetSecret(id, c.secret(d, id))
+	}
+	return id
+}
+
+func (c *cluster) putWebhook(d *dispatcher, id string, enabled bool, url string, events []string) {
+	c.t.Helper()
+	var resp map[string]any
+	code := d.api("PUT", "/v1/integrations/"+id+"/webhook", map[string]any{"enabled": enabled, "url": url, "events": events}, &resp)
+	if code != http.StatusOK && code != http.StatusCreated {
+		c.t.Fatalf("PUT webhook of %s: %d %v", id, code, resp)
+	}
+}
+
+func (c *cluster) secret(d *dispatcher, id string) string {
+	c.t.Helper()
+	var resp struct{ Secret string }
+	if code := d.api("GET", "/v1/integrations/"+id+"/webhook/secret", nil, &resp); code != http.StatusOK || resp.Secret == "" {
+		c.t.Fatalf("GET secret of %s: %d", id, code)
+	}
+	return resp.Secret
+}
+
+// sentEvent is an event JetStream accepted (acknowledged the publish of).
+type sentEvent struct {
+	ID, Integration, Event string
+	Published              time.Time
+}
+
+// tryPublish publishes one sample event, retrying with the same event id
+// (so JetStream drops a copy whose first acknowledgement was lost) until
+// it is acknowledged or ctx ends.
+func (c *cluster) tryPublish(ctx context.Context, integration, event string) (sentEvent, error) {
+	at := schemas.At(time.Now())
+	ev := publisher.Event{
+		ID: uuid.Must(uuid.NewV7()).String(), Name: event, IntegrationID: integration,
+		OccurredAt: at, Data: sampleScan(event, at),
+	}
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := c.pub.Publish(pctx, ev)
+		cancel()
+		if err == nil {
+			return sentEvent{ID: ev.ID, Integration: integration, Event: event, Published: time.Now()}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return sentEvent{}, fmt.Errorf("publish %s: %w (last error: %v)", ev.ID, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (c *cluster) publish(integration, event string) sentEvent {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ev, err := c.tryPublish(ctx, integration, event)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return ev
+}
+
+// load publishes events in the background.
+type load struct {
+	done   chan struct{}
+	stop   context.CancelFunc
+	mu     sync.Mutex
+	events []sentEvent
+	err    error
+}
+
+// startLoad publishes n events round-robin over the integrations (and over
+// the three event types), one every interval, until n are acknowledged.
+func (c *cluster) startLoad(integrations []string, n int, interval time.Duration) *load {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	l := &load{done: make(chan struct{}), stop: cancel}
+	go func() {
+		defer close(l.done)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for i := range n {
+			ev, err := c.tryPublish(ctx, integrations[i%len(integrations)], schemas.EventNames[(i/len(integrations))%3])
+			l.mu.Lock()
+			if err != nil {
+				l.err = err
+				l.mu.Unlock()
+				return
+			}
+			l.events = append(l.events, ev)
+			l.mu.Unlock()
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	c.t.Cleanup(func() { cancel(); <-l.done })
+	return l
+}
+
+func (l *load) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.events)
+}
+
+func (l *load) sent() []sentEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.events)
+}
+
+// wait returns every event the load published, once it is done.
+func (l *load) wait(t *testing.T) []sentEvent {
+	t.Helper()
+	select {
+	case <-l.done:
+	case <-time.After(5 * time.Minute):
+		t.Fatal("load did not finish")
+	}
+	if l.err != nil {
+		t.Fatalf("load: %v", l.err)
+	}
+	return l.sent()
+}
+
+// sampleScan is a schema-valid data object for the event.
+func sampleScan(event string, at schemas.Timestamp) schemas.FileScan {
+	ref := "reliability-" + at.Format("150405.000")
+	scan := schemas.FileScan{
+		ID: uuid.Must(uuid.NewV7()).String(), ExternalReferenceID: &ref, Status: schemas.StatusProcessing,
+		ExecutionMode: schemas.ModeAsync, FileName: "invoice.pdf", FileSize: 245761, SubmittedAt: at,
+	}
+	switch event {
+	case schemas.EventCompleted:
+		duration := int64(1840)
+		scan.Status, scan.CompletedAt, scan.ScanDurationMillis = schemas.StatusCompleted, &at, &duration
+		scan.FileType = "application/pdf"
+		scan.FileHash = &schemas.FileHash{
+			MD5:    "d41d8cd98f00b204e9800998ecf8427e",
+			SHA1:   "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+			SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+		}
+		scan.Result = &schemas.ScanResult{Safe: true, Detailed: "clean", Findings: []schemas.Finding{}}
+	case schemas.EventFailed:
+		scan.Status, scan.FailedAt = schemas.StatusFailed, &at
+		scan.Error = &schemas.ScanError{Code: "scan_timeout", Message: "the scan engine did not answer in time"}
+	}
+	return scan
+}
+
+// delivery is a delivery as the API answers it.
+type delivery struct {
+	ID            string    `json:"id"`
+	EventID       *string   `json:"event_id"`
+	Event         *string   `json:"event"`
+	IntegrationID string    `json:"integration_id"`
+	State         string    `json:"state"`
+	AttemptCount  int       `json:"attempt_count"`
+	LastStatus    *int      `json:"last_status_code"`
+	LastError     *string   `json:"last_error"`
+	NextAttemptAt *string   `json:"next_attempt_at"`
+	Attempts      []attempt `json:"attempts"`
+}
+
+type attempt struct {
+	Number         int     `json:"number"`
+	StartedAt      string  `json:"started_at"`
+	DurationMillis int64   `json:"duration_ms"`
+	StatusCode     *int    `json:"status_code"`
+	Error          *string `json:"error"`
+}
+
+func (x delivery) eventID() string { return deref(x.EventID) }
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// deliveries lists every delivery of the integration (all pages).
+func (d *dispatcher) deliveries(integration string) []delivery {
+	t := d.c.t
+	t.Helper()
+	var all []delivery
+	cursor := ""
+	for {
+		var page struct {
+			Deliveries []delivery `json:"deliveries"`
+			NextCursor *string    `json:"next_cursor"`
+		}
+		path := "/v1/integrations/" + integration + "/deliveries?limit=100"
+		if cursor != "" {
+			path += "&cursor=" + cursor
+		}
+		if code := d.api("GET", path, nil, &page); code != http.StatusOK {
+			t.Fatalf("list deliveries of %s: %d", integration, code)
+		}
+		all = append(all, page.Deliveries...)
+		if page.NextCursor == nil {
+			return all
+		}
+		cursor = *page.NextCursor
+	}
+}
+
+// deliveryWithAttempts reads one delivery with its attempts.
+func (d *dispatcher) deliveryWithAttempts(id string) delivery {
+	d.c.t.Helper()
+	var out delivery
+	if code := d.api("GET", "/v1/deliveries/"+id, nil, &out); code != http.StatusOK {
+		d.c.t.Fatalf("GET delivery %s: %d", id, code)
+	}
+	return out
+}
+
+// outcome is the end an event must reach: a final delivery state and, for
+// anything but succeeded, a piece of the recorded reason.
+type outcome struct {
+	State  string
+	Reason string
+}
+
+var succeeded = outcome{State: deliverylog.StateSucceeded}
+
+// awaitOutcomes waits until every event in want has reached a final state
+// in the delivery log (read through d's API), then checks that each has
+// exactly one delivery, in the state wanted, and that the integrations
+// have no delivery for an event that is not in want. It returns the
+// deliveries by event id.
+func (c *cluster) awaitOutcomes(d *dispatcher, want map[string]outcome, byIntegration map[string][]string, timeout time.Duration) map[string]delivery {
+	c.t.Helper()
+	var got map[string][]delivery
+	var lastMissing []string
+	deadline := time.Now().Add(timeout)
+	for {
+		got = map[string][]delivery{}
+		for integration := range byIntegration {
+			for _, x := range d.deliveries(integration) {
+				got[x.eventID()] = append(got[x.eventID()], x)
+			}
+		}
+		lastMissing = lastMissing[:0]
+		for id := range want {
+			list := got[id]
+			if len(list) == 0 || list[0].State == deliverylog.StatePending {
+				lastMissing = append(lastMissing, id)
+			}
+		}
+		if len(lastMissing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			slices.Sort(lastMissing)
+			var detail []string
+			for _, id := range lastMissing[:min(10, len(lastMissing))] {
+				if list := got[id]; len(list) > 0 {
+					detail = append(detail, fmt.Sprintf("%s: %s after %d attempts (%s)", id, list[0].State, list[0].AttemptCount, deref(list[0].LastError)))
+				} else {
+					detail = append(detail, id+": no delivery recorded")
+				}
+			}
+			c.t.Fatalf("after %s, %d of %d events have not reached a final state:\n  %s", timeout, len(lastMissing), len(want), strings.Join(detail, "\n  "))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	out := map[string]delivery{}
+	for id, list := range got {
+		w, expected := want[id]
+		switch {
+		case !expected:
+			c.t.Errorf("delivery %s for event %q that the test did not expect (state %s)", list[0].ID, id, list[0].State)
+		case len(list) != 1:
+			c.t.Errorf("event %s has %d deliveries, want 1", id, len(list))
+		case list[0].State != w.State:
+			c.t.Errorf("event %s ended %s (%s), want %s", id, list[0].State, deref(list[0].LastError), w.State)
+		case w.Reason != "" && !strings.Contains(deref(list[0].LastError), w.Reason):
+			c.t.Errorf("event %s ended %s with reason %q, want it to mention %q", id, list[0].State, deref(list[0].LastError), w.Reason)
+		}
+		out[id] = list[0]
+	}
+	return out
+}
+
+// expectAll returns want for events that must all end the same way, and
+// the events grouped by integration.
+func expectAll(events []sentEvent, o outcome) (map[string]outcome, map[string][]string) {
+	want := map[string]outcome{}
+	by := map[string][]string{}
+	for _, ev := range events {
+		want[ev.ID] = o
+		by[ev.Integration] = append(by[ev.Integration], ev.ID)
+	}
+	return want, by
+}
+
+// checkArrivals checks what one endpoint received: every event in
+// delivered arrived and was accepted exactly once (later 2xx arrivals are
+// duplicates, counted and returned), every arrival of an event carried the
+// same body, addressed to the right integration; no event outside
+// delivered was accepted; and no request failed verification (wrong
+// secret, stale timestamp).
+func checkArrivals(t *testing.T, ep *endpoint, delivered []sentEvent) (duplicates int) {
+	t.Helper()
+	byID := ep.arrivals()
+	for _, ev := range delivered {
+		arr := byID[ev.ID]
+		accepted := 0
+		for _, a := range arr {
+			switch a.Outcome {
+			case receiver.OutcomeAccepted:
+				accepted++
+			case receiver.OutcomeDuplicate:
+				duplicates++
+			}
+			if !bytes.Equal(a.Body, arr[0].Body) {
+				t.Errorf("event %s: attempts carried different bodies", ev.ID)
+			}
+			if a.Envelope != nil && (a.Envelope.IntegrationID != ev.Integration || a.Envelope.Event != ev.Event) {
+				t.Errorf("event %s arrived as %s for %s, want %s for %s", ev.ID, a.Envelope.Event, a.Envelope.IntegrationID, ev.Event, ev.Integration)
+			}
+		}
+		if accepted != 1 {
+			t.Errorf("event %s: accepted %d times (of %d arrivals), want 1", ev.ID, accepted, len(arr))
+		}
+	}
+	st := ep.Stats()
+	if st.Accepted != int64(len(delivered)) {
+		t.Errorf("endpoint accepted %d events, want exactly the %d delivered ones", st.Accepted, len(delivered))
+	}
+	if st.Rejected != 0 {
+		t.Errorf("endpoint refused %d requests (%v): signed with a wrong secret or stale", st.Rejected, st.RejectedBy)
+	}
+	return duplicates
+}
+
+// ofIntegration filters events.
+func ofIntegration(events []sentEvent, integrations ...string) []sentEvent {
+	var out []sentEvent
+	for _, ev := range events {
+		if slices.Contains(integrations, ev.Integration) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// long reports whether the long variants run (RELIABILITY_LONG=1, the
+// reliability-long task): more events, longer outages.
+func long() bool { return os.Getenv("RELIABILITY_LONG") != "" }
+
+// scaled picks the default or the long variant of a number or duration.
+func scaled[T any](normal, longer T) T {
+	if long() {
+		return longer
+	}
+	return normal
+}
