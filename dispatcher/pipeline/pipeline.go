@@ -240,6 +240,14 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 		return &consume.Retry{Err: scheduleErr, Delay: time.Second}
 	}
 	saveErr := p.Log.Save(ctx, rec)
+	if saveErr != nil && rec.State == deliverylog.StateDead {
+		// The last attempt failed but the log does not say dead: acking now
+		// would lose the delivery for good (never listed as dead, never
+		// replayable). Hand the message back, as skip and reject do; the
+		// last attempt is made again and recorded.
+		span.SetStatus(codes.Error, "record failed")
+		return &consume.Retry{Err: fmt.Errorf("record dead delivery %s: %w", job.DeliveryID, saveErr), Delay: configRetryDelay}
+	}
 	p.observe(ctx, span, job, rec, res, cfg.URL, saveErr)
 	return nil
 }
