@@ -50,10 +50,63 @@ func TestSlowEndpointDoesNotHoldBackOthers(t *testing.T) {
 			t.Fatalf("an attempt to the hanging endpoint finished before the healthy integration was served (%s): isolation did not come from the in-flight cap", elapsed)
 		}
 	}
-	if n := len(hanging.Deliveries()); n > inFlight {
+	if n := hanging.Stats().Received; n > inFlight {
 		t.Fatalf("the hanging endpoint holds %d connections, the cap is %d", n, inFlight)
 	}
-	t.Logf("100 healthy deliveries in %s beside 40 events to a hanging endpoint (%d connections held)", elapsed, len(hanging.Deliveries()))
+	t.Logf("100 healthy deliveries in %s beside 40 events to a hanging endpoint (%d connections held)", elapsed, hanging.Stats().Received)
+}
+
+// TestManySlowEndpointsShareABoundedBudget: more hanging integrations than
+// the per-integration cap can contain. Once their first attempts have timed
+// out they are known to be slow, and all of them together get a quarter of
+// the workers: a healthy integration's events published then are delivered
+// while no more than that budget of new attempts reaches the hanging ones.
+func TestManySlowEndpointsShareABoundedBudget(t *testing.T) {
+	s := newStack(t, map[string]string{
+		"DISPATCHER_CONCURRENCY":           "16", // slow budget 4
+		"DISPATCHER_INTEGRATION_IN_FLIGHT": "2",
+		"DISPATCHER_ATTEMPT_TIMEOUT":       "3s",
+		"DISPATCHER_RETRY_SCHEDULE":        "1s,1s,1s,1s,1s,1s,1s,1s,1s",
+	})
+	a := s.dispatcher()
+	hanging := newEndpoint(t, receiver.Faults{Hang: true})
+	var slowIDs []string
+	for range 6 {
+		id := s.configure(a, hanging)
+		slowIDs = append(slowIDs, id)
+		for range 5 {
+			s.publish(id, schemas.EventCompleted)
+		}
+	}
+	// The first wave: 6 integrations × 2 slots, then every one times out.
+	testinfra.WaitFor(t, 10*time.Second, "the first wave of attempts to time out", func() bool {
+		for _, id := range slowIDs {
+			var page struct{ Deliveries []deliveryJSON }
+			a.api(t, "GET", "/v1/integrations/"+id+"/deliveries?limit=100", nil, &page)
+			timedOut := false
+			for _, d := range page.Deliveries {
+				timedOut = timedOut || d.AttemptCount > 0
+			}
+			if !timedOut {
+				return false
+			}
+		}
+		return true
+	})
+	before := hanging.Stats().Received // counted when a request arrives, not when it ends
+	healthy := newEndpoint(t, receiver.Faults{})
+	fastID := s.configure(a, healthy)
+	for range 100 {
+		s.publish(fastID, schemas.EventCompleted)
+	}
+	testinfra.WaitFor(t, 2500*time.Millisecond, "all healthy deliveries while the slow ones hang", func() bool { return healthy.Stats().Accepted == 100 })
+	// Watch for a while shorter than the 3 s hang, so no slow attempt ends
+	// and frees a slot: the retries falling due meanwhile may start at most
+	// as many attempts as the slow budget.
+	time.Sleep(2500 * time.Millisecond)
+	if started := hanging.Stats().Received - before; started > 4 {
+		t.Fatalf("%d new attempts reached the hanging endpoints meanwhile; the slow budget is 4", started)
+	}
 }
 
 // TestTraceFromPublishToHTTPAttempt: the publisher's trace continues into

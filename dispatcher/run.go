@@ -171,6 +171,8 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 		Extractor:           tel.Propagator,
 		MaxEventBytes:       cfg.MaxEventBytes,
 		IntegrationInFlight: cfg.IntegrationInFlight,
+		// A quarter of the workers at most for endpoints known to be slow.
+		SlowInFlight: max(1, cfg.Concurrency/4),
 	})
 
 	mux := http.NewServeMux()

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -68,6 +67,9 @@ type Deps struct {
 	// IntegrationInFlight caps concurrent attempts per integration in this
 	// process; attempts beyond it are deferred (see deferDelay).
 	IntegrationInFlight int
+	// SlowInFlight caps concurrent attempts to all slow integrations
+	// together in this process (see limiter).
+	SlowInFlight int
 	// Jitter returns a value in [-1, 1); nil means schedule.Jitter.
 	Jitter func() float64
 }
@@ -84,11 +86,12 @@ type Pipeline struct {
 const configRetryDelay = 5 * time.Second
 
 // When an integration already has IntegrationInFlight attempts running in
-// this process, an attempt waits up to slotWait for one of them to finish.
-// If none does, the endpoint is slow: the attempt is deferred to the retry
-// lane, uncounted, after deferDelay doubled per deferral up to maxDeferDelay.
-// So a slow or hanging endpoint holds at most IntegrationInFlight workers,
-// never the whole process, and its backlog costs little while it waits.
+// this process, an attempt waits up to slotWait for one of them to finish
+// (a slow integration gets fewer slots and no wait: see limiter). If none
+// frees, the attempt is deferred to the retry lane, uncounted, after
+// deferDelay doubled per deferral up to maxDeferDelay. So slow or hanging
+// endpoints hold a bounded share of the workers, never the whole process,
+// and their backlog costs little while it waits.
 const (
 	slotWait      = 50 * time.Millisecond
 	deferDelay    = 2 * time.Second
@@ -105,7 +108,7 @@ func New(d Deps) *Pipeline {
 	if d.Jitter == nil {
 		d.Jitter = schedule.Jitter
 	}
-	return &Pipeline{Deps: d, limiter: newLimiter(d.IntegrationInFlight), now: time.Now}
+	return &Pipeline{Deps: d, limiter: newLimiter(d.IntegrationInFlight, d.SlowInFlight), now: time.Now}
 }
 
 // HandleEvent processes a message of BLAZELOCK_EVENTS: a first attempt.
@@ -200,7 +203,8 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 		return p.skip(ctx, span, job, rec, "event "+job.Event+" not selected")
 	}
 
-	if !p.limiter.acquire(ctx, job.IntegrationID, slotWait) {
+	lease, ok := p.limiter.acquire(ctx, job.IntegrationID, slotWait)
+	if !ok {
 		deferred := job
 		deferred.Deferrals++
 		if err := p.Retries.Schedule(ctx, deferred, p.now().Add(deferral(deferred.Deferrals))); err != nil {
@@ -215,7 +219,7 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 	res := p.Sender.Send(ctx, deliver.Request{
 		URL: cfg.URL, Secret: cfg.Secret, EventID: job.EventID, Attempt: job.Attempt, Body: job.Body,
 	})
-	p.limiter.release(job.IntegrationID)
+	p.limiter.release(job.IntegrationID, lease, res.Class == deliver.ClassTimeout)
 
 	rec.AddAttempt(attemptRecord(job.Attempt, res))
 	rec.NextAttemptAt = nil
@@ -382,64 +386,4 @@ func nonEmpty(s string) *string {
 		return nil
 	}
 	return &s
-}
-
-// limiter caps attempts in flight per integration in this process. A
-// caller waits at most a short time for a slot: a fast endpoint frees one
-// within milliseconds, while a slow or hanging one does not, and its
-// messages are then deferred instead of tying up workers.
-type limiter struct {
-	max   int
-	mu    sync.Mutex
-	slots map[string]*slot
-}
-
-type slot struct {
-	sem   chan struct{}
-	users int // holders and waiters; the slot is dropped at zero
-}
-
-func newLimiter(max int) *limiter { return &limiter{max: max, slots: map[string]*slot{}} }
-
-func (l *limiter) acquire(ctx context.Context, id string, wait time.Duration) bool {
-	l.mu.Lock()
-	s, ok := l.slots[id]
-	if !ok {
-		s = &slot{sem: make(chan struct{}, l.max)}
-		l.slots[id] = s
-	}
-	s.users++
-	l.mu.Unlock()
-
-	select {
-	case s.sem <- struct{}{}:
-		return true
-	default:
-	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	select {
-	case s.sem <- struct{}{}:
-		return true
-	case <-timer.C:
-	case <-ctx.Done():
-	}
-	l.leave(id, s)
-	return false
-}
-
-func (l *limiter) release(id string) {
-	l.mu.Lock()
-	s := l.slots[id]
-	l.mu.Unlock()
-	<-s.sem
-	l.leave(id, s)
-}
-
-func (l *limiter) leave(id string, s *slot) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if s.users--; s.users == 0 {
-		delete(l.slots, id)
-	}
 }

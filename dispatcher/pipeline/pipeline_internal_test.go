@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
@@ -32,33 +31,6 @@ func TestAlreadyDone(t *testing.T) {
 				t.Fatalf("alreadyDone = %v, want %v", got, tc.done)
 			}
 		})
-	}
-}
-
-func TestLimiter(t *testing.T) {
-	ctx := context.Background()
-	l := newLimiter(2)
-	if !l.acquire(ctx, "a", 0) || !l.acquire(ctx, "a", 0) {
-		t.Fatal("free slots refused")
-	}
-	if l.acquire(ctx, "a", 10*time.Millisecond) {
-		t.Fatal("cap of 2 not enforced")
-	}
-	if !l.acquire(ctx, "b", 0) {
-		t.Fatal("another integration was limited")
-	}
-	// A waiter gets the slot as soon as a holder releases it.
-	got := make(chan bool)
-	go func() { got <- l.acquire(ctx, "a", 5*time.Second) }()
-	l.release("a")
-	if !<-got {
-		t.Fatal("waiter did not get the released slot")
-	}
-	l.release("a")
-	l.release("a")
-	l.release("b")
-	if len(l.slots) != 0 {
-		t.Fatalf("idle integrations kept: %v", l.slots)
 	}
 }
 
