@@ -1507,12 +1507,31 @@ func TestCollectorConfig(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Taskfile.yml and README.md.
 
+// taskCmds is one entry of a task's cmds: a plain command string, or a
+// map such as a `for` loop whose command is in `cmd` (task's looping form).
+type taskCmds string
+
+func (c *taskCmds) UnmarshalYAML(v *yaml.Node) error {
+	if v.Kind == yaml.ScalarNode {
+		*c = taskCmds(v.Value)
+		return nil
+	}
+	var m struct {
+		Cmd string `yaml:"cmd"`
+	}
+	if err := v.Decode(&m); err != nil {
+		return err
+	}
+	*c = taskCmds(m.Cmd)
+	return nil
+}
+
 func TestTaskfile(t *testing.T) {
 	var tf struct {
 		Version string `yaml:"version"`
 		Tasks   map[string]struct {
-			Desc string   `yaml:"desc"`
-			Cmds []string `yaml:"cmds"`
+			Desc string     `yaml:"desc"`
+			Cmds []taskCmds `yaml:"cmds"`
 		} `yaml:"tasks"`
 	}
 	b, err := os.ReadFile(taskfilePath)
@@ -1523,7 +1542,7 @@ func TestTaskfile(t *testing.T) {
 		t.Fatalf("%s: %v", taskfilePath, err)
 	}
 	test, ok := tf.Tasks["test"]
-	if !ok || len(test.Cmds) != 1 || !strings.HasPrefix(test.Cmds[0], "go test ") {
+	if !ok || len(test.Cmds) != 1 || !strings.HasPrefix(string(test.Cmds[0]), "go test ") {
 		t.Errorf("task test: want one command starting with `go test` (the README's test command), got %q", test.Cmds)
 	}
 	for _, name := range []string{"up", "down", "logs", "demo"} {
@@ -1535,11 +1554,11 @@ func TestTaskfile(t *testing.T) {
 		if task.Desc == "" {
 			t.Errorf("task %s has no desc", name)
 		}
-		if len(task.Cmds) == 0 || !strings.HasPrefix(task.Cmds[0], "docker compose ") {
+		if len(task.Cmds) == 0 || !strings.HasPrefix(string(task.Cmds[0]), "docker compose ") {
 			t.Errorf("task %s: want a `docker compose` command, got %q", name, task.Cmds)
 		}
 	}
-	if demo := tf.Tasks["demo"].Cmds; len(demo) > 0 && !strings.HasSuffix(demo[0], " demo") {
+	if demo := tf.Tasks["demo"].Cmds; len(demo) > 0 && !strings.HasSuffix(string(demo[0]), " demo") {
 		t.Errorf("task demo: %q does not run the demo service", demo[0])
 	}
 }
