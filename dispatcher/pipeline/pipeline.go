@@ -190,19 +190,6 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 		rec = newRecord(job)
 	}
 	rec.Series = job.Series
-	cfg, err := p.Configs.Get(ctx, job.IntegrationID)
-	switch {
-	case errors.Is(err, webhooks.ErrNotFound):
-		return p.skip(ctx, span, job, rec, "no webhook configured for the integration")
-	case err != nil:
-		span.SetStatus(codes.Error, "config lookup failed")
-		return &consume.Retry{Err: fmt.Errorf("look up webhook config: %w", err), Delay: configRetryDelay}
-	case !cfg.Enabled:
-		return p.skip(ctx, span, job, rec, "webhook disabled")
-	case !cfg.Selects(job.Event):
-		return p.skip(ctx, span, job, rec, "event "+job.Event+" not selected")
-	}
-
 	lease, ok := p.limiter.acquire(ctx, job.IntegrationID, slotWait)
 	if !ok {
 		deferred := job
@@ -216,10 +203,30 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 			slog.Int("attempt", job.Attempt), slog.Int("deferrals", deferred.Deferrals))
 		return nil
 	}
+	timedOut := false
+	defer func() { p.limiter.release(job.IntegrationID, lease, timedOut) }()
+
+	// The config is read after the slot is granted, right before the
+	// request: SPEC §3's "immediately" means no attempt that starts after
+	// the API answered a change may use the old setting, and waiting for a
+	// slot between the read and the request would open such a window.
+	cfg, err := p.Configs.Get(ctx, job.IntegrationID)
+	switch {
+	case errors.Is(err, webhooks.ErrNotFound):
+		return p.skip(ctx, span, job, rec, "no webhook configured for the integration")
+	case err != nil:
+		span.SetStatus(codes.Error, "config lookup failed")
+		return &consume.Retry{Err: fmt.Errorf("look up webhook config: %w", err), Delay: configRetryDelay}
+	case !cfg.Enabled:
+		return p.skip(ctx, span, job, rec, "webhook disabled")
+	case !cfg.Selects(job.Event):
+		return p.skip(ctx, span, job, rec, "event "+job.Event+" not selected")
+	}
+
 	res := p.Sender.Send(ctx, deliver.Request{
 		URL: cfg.URL, Secret: cfg.Secret, EventID: job.EventID, Attempt: job.Attempt, Body: job.Body,
 	})
-	p.limiter.release(job.IntegrationID, lease, res.Class == deliver.ClassTimeout)
+	timedOut = res.Class == deliver.ClassTimeout
 
 	rec.AddAttempt(attemptRecord(job.Attempt, res))
 	rec.NextAttemptAt = nil
