@@ -25,7 +25,7 @@ func TestSlowEndpointDoesNotHoldBackOthers(t *testing.T) {
 	const inFlight = 4
 	s := newStack(t, map[string]string{
 		"DISPATCHER_CONCURRENCY":           "16",
-		"DISPATCHER_INTEGRATION_IN_FLIGHT": "4",
+		"DISPATCHER_INTEGRATION_IN_FLIGHT": "2",
 		"DISPATCHER_ATTEMPT_TIMEOUT":       "10s",
 	})
 	a := s.dispatcher()
@@ -65,7 +65,7 @@ func TestManySlowEndpointsShareABoundedBudget(t *testing.T) {
 	s := newStack(t, map[string]string{
 		"DISPATCHER_CONCURRENCY":           "16", // slow budget 4
 		"DISPATCHER_INTEGRATION_IN_FLIGHT": "2",
-		"DISPATCHER_ATTEMPT_TIMEOUT":       "3s",
+		"DISPATCHER_ATTEMPT_TIMEOUT":       "6s",
 		"DISPATCHER_RETRY_SCHEDULE":        "1s,1s,1s,1s,1s,1s,1s,1s,1s",
 	})
 	a := s.dispatcher()
@@ -78,8 +78,9 @@ func TestManySlowEndpointsShareABoundedBudget(t *testing.T) {
 			s.publish(id, schemas.EventCompleted)
 		}
 	}
-	// The first wave: 6 integrations × 2 slots, then every one times out.
-	testinfra.WaitFor(t, 10*time.Second, "the first wave of attempts to time out", func() bool {
+	// The first wave: 6 integrations × 2 slots, then every attempt times
+	// out and marks its integration slow.
+	testinfra.WaitFor(t, 15*time.Second, "the first wave of attempts to time out", func() bool {
 		for _, id := range slowIDs {
 			var page struct{ Deliveries []deliveryJSON }
 			a.api(t, "GET", "/v1/integrations/"+id+"/deliveries?limit=100", nil, &page)
@@ -99,11 +100,12 @@ func TestManySlowEndpointsShareABoundedBudget(t *testing.T) {
 	for range 100 {
 		s.publish(fastID, schemas.EventCompleted)
 	}
-	testinfra.WaitFor(t, 2500*time.Millisecond, "all healthy deliveries while the slow ones hang", func() bool { return healthy.Stats().Accepted == 100 })
-	// Watch for a while shorter than the 3 s hang, so no slow attempt ends
-	// and frees a slot: the retries falling due meanwhile may start at most
-	// as many attempts as the slow budget.
-	time.Sleep(2500 * time.Millisecond)
+	testinfra.WaitFor(t, 4*time.Second, "all healthy deliveries while the slow ones hang", func() bool { return healthy.Stats().Accepted == 100 })
+	// Watch a little longer, but never as long as the 6 s hang (the healthy
+	// wait and this one stay under it), so no slow attempt ends and frees a
+	// slot: the retries falling due meanwhile may start at most as many
+	// attempts as the slow budget.
+	time.Sleep(2 * time.Second)
 	if started := hanging.Stats().Received - before; started > 4 {
 		t.Fatalf("%d new attempts reached the hanging endpoints meanwhile; the slow budget is 4", started)
 	}
