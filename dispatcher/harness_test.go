@@ -192,7 +192,7 @@ func (s *stack) publish(integrationID, event string) string {
 	s.t.Helper()
 	at := schemas.At(time.Now())
 	res, err := s.pub.Publish(context.Background(), publisher.Event{
-		Name: event, IntegrationID: integrationID, OccurredAt: at, Data: SampleScan(event, at),
+		Name: event, IntegrationID: integrationID, OccurredAt: at, Data: publisher.SampleScan(event, at),
 	})
 	if err != nil {
 		s.t.Fatal(err)

@@ -125,7 +125,7 @@ func TestTraceFromPublishToHTTPAttempt(t *testing.T) {
 		publisher.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(publisherSpans))),
 		publisher.WithPropagator(propagation.TraceContext{}))
 	at := schemas.At(time.Now())
-	res, err := pub.Publish(context.Background(), publisher.Event{Name: schemas.EventSubmitted, IntegrationID: id, OccurredAt: at, Data: SampleScan(schemas.EventSubmitted, at)})
+	res, err := pub.Publish(context.Background(), publisher.Event{Name: schemas.EventSubmitted, IntegrationID: id, OccurredAt: at, Data: publisher.SampleScan(schemas.EventSubmitted, at)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -53,7 +52,7 @@ func publishCommand(ctx context.Context, args []string, getenv func(string) stri
 	}
 	var data any
 	if *sample {
-		data = SampleScan(*event, at)
+		data = publisher.SampleScan(*event, at)
 	} else {
 		raw, err := readData(*dataPath, stdin)
 		if err != nil {
@@ -95,32 +94,6 @@ func readData(path string, stdin io.Reader) ([]byte, error) {
 		return nil, fmt.Errorf("read -data: %w", err)
 	}
 	return b, nil
-}
-
-// SampleScan returns a plausible file scan object for the event, for demos
-// and the benchmark's load generator.
-func SampleScan(event string, at schemas.Timestamp) schemas.FileScan {
-	ref := "demo-" + at.Format("150405")
-	scan := schemas.FileScan{
-		ID: uuid.Must(uuid.NewV7()).String(), ExternalReferenceID: &ref, Status: schemas.StatusProcessing,
-		ExecutionMode: schemas.ModeAsync, FileName: "invoice.pdf", FileSize: 245761, SubmittedAt: at,
-	}
-	switch event {
-	case schemas.EventCompleted:
-		duration := int64(1840)
-		scan.Status, scan.CompletedAt, scan.ScanDurationMillis = schemas.StatusCompleted, &at, &duration
-		scan.FileType = "application/pdf"
-		scan.FileHash = &schemas.FileHash{
-			MD5:    "d41d8cd98f00b204e9800998ecf8427e",
-			SHA1:   "da39a3ee5e6b4b0d3255bfef95601890afd80709",
-			SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-		}
-		scan.Result = &schemas.ScanResult{Safe: true, Detailed: "clean", Findings: []schemas.Finding{}}
-	case schemas.EventFailed:
-		scan.Status, scan.FailedAt = schemas.StatusFailed, &at
-		scan.Error = &schemas.ScanError{Code: "scan_timeout", Message: "the scan engine did not answer in time"}
-	}
-	return scan
 }
 
 func firstNonEmpty(values ...string) string {

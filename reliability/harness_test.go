@@ -632,7 +632,7 @@ func (c *cluster) tryPublish(ctx context.Context, integration, event string) (se
 	at := schemas.At(time.Now())
 	ev := publisher.Event{
 		ID: uuid.Must(uuid.NewV7()).String(), Name: event, IntegrationID: integration,
-		OccurredAt: at, Data: sampleScan(event, at),
+		OccurredAt: at, Data: publisher.SampleScan(event, at),
 	}
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -722,31 +722,6 @@ func (l *load) wait(t *testing.T) []sentEvent {
 		t.Fatalf("load: %v", l.err)
 	}
 	return l.sent()
-}
-
-// sampleScan is a schema-valid data object for the event.
-func sampleScan(event string, at schemas.Timestamp) schemas.FileScan {
-	ref := "reliability-" + at.Format("150405.000")
-	scan := schemas.FileScan{
-		ID: uuid.Must(uuid.NewV7()).String(), ExternalReferenceID: &ref, Status: schemas.StatusProcessing,
-		ExecutionMode: schemas.ModeAsync, FileName: "invoice.pdf", FileSize: 245761, SubmittedAt: at,
-	}
-	switch event {
-	case schemas.EventCompleted:
-		duration := int64(1840)
-		scan.Status, scan.CompletedAt, scan.ScanDurationMillis = schemas.StatusCompleted, &at, &duration
-		scan.FileType = "application/pdf"
-		scan.FileHash = &schemas.FileHash{
-			MD5:    "d41d8cd98f00b204e9800998ecf8427e",
-			SHA1:   "da39a3ee5e6b4b0d3255bfef95601890afd80709",
-			SHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-		}
-		scan.Result = &schemas.ScanResult{Safe: true, Detailed: "clean", Findings: []schemas.Finding{}}
-	case schemas.EventFailed:
-		scan.Status, scan.FailedAt = schemas.StatusFailed, &at
-		scan.Error = &schemas.ScanError{Code: "scan_timeout", Message: "the scan engine did not answer in time"}
-	}
-	return scan
 }
 
 // delivery is a delivery as the API answers it.

@@ -54,7 +54,7 @@ func TestBadInputOnTheBus(t *testing.T) {
 	}
 	envelope := func(integrationID, event string) []byte {
 		at := schemas.At(time.Now())
-		body, _, err := publisher.New(c.js).Build(publisher.Event{Name: event, IntegrationID: integrationID, OccurredAt: at, Data: sampleScan(event, at)})
+		body, _, err := publisher.New(c.js).Build(publisher.Event{Name: event, IntegrationID: integrationID, OccurredAt: at, Data: publisher.SampleScan(event, at)})
 		if err != nil {
 			t.Fatal(err)
 		}
