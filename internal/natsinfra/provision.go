@@ -199,34 +199,40 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 }
 
 func compareStream(want, got jetstream.StreamConfig) []error {
-	var p []error
-	check := func(field string, w, g any) {
-		if !reflect.DeepEqual(w, g) {
-			p = append(p, fmt.Errorf("stream %s %s: stored %v, asked %v", want.Name, field, g, w))
-		}
-	}
-	check("subjects", want.Subjects, got.Subjects)
-	check("retention", want.Retention, got.Retention)
-	check("max age", want.MaxAge, got.MaxAge)
-	check("duplicate window", want.Duplicates, got.Duplicates)
-	check("max message size", want.MaxMsgSize, got.MaxMsgSize)
-	check("storage", want.Storage, got.Storage)
-	check("replicas", want.Replicas, got.Replicas)
-	check("message schedules", want.AllowMsgSchedules, got.AllowMsgSchedules)
-	return p
+	return mismatches("stream "+want.Name, []field{
+		{"subjects", want.Subjects, got.Subjects},
+		{"retention", want.Retention, got.Retention},
+		{"max age", want.MaxAge, got.MaxAge},
+		{"duplicate window", want.Duplicates, got.Duplicates},
+		{"max message size", want.MaxMsgSize, got.MaxMsgSize},
+		{"storage", want.Storage, got.Storage},
+		{"replicas", want.Replicas, got.Replicas},
+		{"message schedules", want.AllowMsgSchedules, got.AllowMsgSchedules},
+	})
 }
 
 func compareConsumer(want, got jetstream.ConsumerConfig) []error {
+	return mismatches("consumer "+want.Durable, []field{
+		{"filter subject", want.FilterSubject, got.FilterSubject},
+		{"ack policy", want.AckPolicy, got.AckPolicy},
+		{"ack wait", want.AckWait, got.AckWait},
+		{"max ack pending", want.MaxAckPending, got.MaxAckPending},
+	})
+}
+
+// field is one setting asked for and the value the server stored.
+type field struct {
+	name      string
+	want, got any
+}
+
+func mismatches(object string, fields []field) []error {
 	var p []error
-	check := func(field string, w, g any) {
-		if !reflect.DeepEqual(w, g) {
-			p = append(p, fmt.Errorf("consumer %s %s: stored %v, asked %v", want.Durable, field, g, w))
+	for _, f := range fields {
+		if !reflect.DeepEqual(f.want, f.got) {
+			p = append(p, fmt.Errorf("%s %s: stored %v, asked %v", object, f.name, f.got, f.want))
 		}
 	}
-	check("filter subject", want.FilterSubject, got.FilterSubject)
-	check("ack policy", want.AckPolicy, got.AckPolicy)
-	check("ack wait", want.AckWait, got.AckWait)
-	check("max ack pending", want.MaxAckPending, got.MaxAckPending)
 	return p
 }
 
