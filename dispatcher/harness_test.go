@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -42,7 +41,7 @@ type stack struct {
 	js      jetstream.JetStream
 	pub     *publisher.Publisher
 	env     map[string]string
-	logs    *syncBuffer
+	logs    *testinfra.LogBuffer
 	mu      sync.Mutex
 	started []*app
 }
@@ -55,7 +54,7 @@ func newStack(t *testing.T, env map[string]string) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{t: t, nats: n, redis: r, prefix: testinfra.KeyPrefix(t), js: js, pub: publisher.New(js), logs: &syncBuffer{}}
+	s := &stack{t: t, nats: n, redis: r, prefix: testinfra.KeyPrefix(t), js: js, pub: publisher.New(js), logs: &testinfra.LogBuffer{}}
 	s.env = map[string]string{
 		"NATS_URL":                         n.URL,
 		"REDIS_URL":                        r.URL,
@@ -231,26 +230,6 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
-
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) Contains(s string) bool { return strings.Contains(b.String(), s) }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 

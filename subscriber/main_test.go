@@ -14,10 +14,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/blazelock/webhooks/internal/testinfra"
 	"github.com/blazelock/webhooks/subscriber/receiver"
 	"github.com/blazelock/webhooks/subscriber/verify"
 )
@@ -126,31 +126,13 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink the server goroutines and the test share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // The program end to end: listens, verifies, logs one JSON line per webhook,
 // serves /stats and PUT /faults, and stops cleanly on cancellation.
 func TestRunServesAndStops(t *testing.T) {
 	const id, secret = "0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c01", "whsec_test_fixture_secret"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs syncBuffer
+	var logs testinfra.LogBuffer
 	addrs := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
