@@ -50,14 +50,7 @@ type env struct {
 func setup(t *testing.T) env {
 	t.Helper()
 	ctx := context.Background()
-	nc := testinfra.StartNATS(t).Connect(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := natsinfra.Provision(ctx, js, natsinfra.DefaultOptions()); err != nil {
-		t.Fatal(err)
-	}
+	js := testinfra.ProvisionedJetStream(t)
 	s, err := js.Stream(ctx, natsinfra.EventsStream)
 	if err != nil {
 		t.Fatal(err)

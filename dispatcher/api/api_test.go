@@ -51,29 +51,11 @@ var testResolver = resolver{
 	"rebind.example.com":   {"169.254.169.254"},
 }
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type apiEnv struct {
 	t       *testing.T
 	base    string
 	client  *http.Client
-	logs    *syncBuffer
+	logs    *testinfra.LogBuffer
 	kv      jetstream.KeyValue
 	mu      sync.Mutex
 	secrets []string // every secret an answer revealed
@@ -84,20 +66,13 @@ type apiEnv struct {
 func newAPI(t *testing.T) *apiEnv {
 	t.Helper()
 	ctx := context.Background()
-	n := testinfra.StartNATS(t)
-	js, err := jetstream.New(n.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := natsinfra.Provision(ctx, js, natsinfra.DefaultOptions()); err != nil {
-		t.Fatal(err)
-	}
+	js := testinfra.ProvisionedJetStream(t)
 	kv, err := js.KeyValue(ctx, natsinfra.WebhooksBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rdb := testinfra.StartRedis(t).Client(t)
-	logs := &syncBuffer{}
+	logs := &testinfra.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	key := make([]byte, webhooks.SecretKeyLen)
 	_, _ = rand.Read(key)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
 	"github.com/blazelock/webhooks/internal/natsinfra"
@@ -22,13 +21,7 @@ import (
 // "parallel" runs 32 writers per CPU, as the dispatcher's workers do.
 func BenchmarkSave(b *testing.B) {
 	ctx := context.Background()
-	js, err := jetstream.New(testinfra.StartNATS(b).Connect(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := natsinfra.Provision(ctx, js, natsinfra.DefaultOptions()); err != nil {
-		b.Fatal(err)
-	}
+	js := testinfra.ProvisionedJetStream(b)
 	kv, err := js.KeyValue(ctx, natsinfra.DeliveriesBucket)
 	if err != nil {
 		b.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
 	"github.com/blazelock/webhooks/internal/natsinfra"
@@ -38,13 +37,7 @@ func TestDeliveryIDIsDeterministicTimeOrderedUUIDv7(t *testing.T) {
 
 func TestListNewestFirstWithStateFilterAndCursor(t *testing.T) {
 	ctx := context.Background()
-	js, err := jetstream.New(testinfra.StartNATS(t).Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := natsinfra.Provision(ctx, js, natsinfra.DefaultOptions()); err != nil {
-		t.Fatal(err)
-	}
+	js := testinfra.ProvisionedJetStream(t)
 	kv, _ := js.KeyValue(ctx, natsinfra.DeliveriesBucket)
 	log := deliverylog.New(kv)
 	integration, other := uuid.NewString(), uuid.NewString()

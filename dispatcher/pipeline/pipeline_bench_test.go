@@ -116,13 +116,7 @@ type fixture struct {
 func newFixture(b *testing.B) *fixture {
 	b.Helper()
 	ctx := context.Background()
-	js, err := jetstream.New(testinfra.StartNATS(b).Connect(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := natsinfra.Provision(ctx, js, natsinfra.DefaultOptions()); err != nil {
-		b.Fatal(err)
-	}
+	js := testinfra.ProvisionedJetStream(b)
 	webhooksKV, _ := js.KeyValue(ctx, natsinfra.WebhooksBucket)
 	deliveriesKV, _ := js.KeyValue(ctx, natsinfra.DeliveriesBucket)
 	opts, err := redis.ParseURL(testinfra.StartRedis(b).URL)

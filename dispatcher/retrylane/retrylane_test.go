@@ -18,13 +18,7 @@ import (
 func setup(t *testing.T) (jetstream.JetStream, jetstream.Consumer) {
 	t.Helper()
 	ctx := context.Background()
-	js, err := jetstream.New(testinfra.StartNATS(t).Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := natsinfra.Provision(ctx, js, natsinfra.DefaultOptions()); err != nil {
-		t.Fatal(err)
-	}
+	js := testinfra.ProvisionedJetStream(t)
 	cons, err := js.Consumer(ctx, natsinfra.RetriesStream, natsinfra.RetriesConsumer)
 	if err != nil {
 		t.Fatal(err)

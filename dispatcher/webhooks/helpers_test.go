@@ -35,16 +35,8 @@ type testEnv struct {
 
 func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
-	n := testinfra.StartNATS(t)
-	nc := n.Connect(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
+	js := testinfra.ProvisionedJetStream(t)
 	ctx := context.Background()
-	if err := natsinfra.Provision(ctx, js, natsinfra.DefaultOptions()); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
 	kv, err := js.KeyValue(ctx, natsinfra.WebhooksBucket)
 	if err != nil {
 		t.Fatalf("open bucket: %v", err)

@@ -25,7 +25,10 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/blazelock/webhooks/internal/natsinfra"
 )
 
 // NATS is a running JetStream-enabled server for one test.
@@ -207,4 +210,19 @@ func unavailable(t testing.TB, msg string) {
 		t.Fatalf("testinfra: %s", msg)
 	}
 	t.Skipf("SKIPPED LOUDLY: testinfra: %s", msg)
+}
+
+// ProvisionedJetStream starts NATS for the test (see StartNATS) and returns
+// a JetStream handle on it with every stream, consumer and bucket
+// provisioned with the default options.
+func ProvisionedJetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(StartNATS(t).Connect(t))
+	if err != nil {
+		t.Fatalf("testinfra: open JetStream: %v", err)
+	}
+	if err := natsinfra.Provision(context.Background(), js, natsinfra.DefaultOptions()); err != nil {
+		t.Fatalf("testinfra: provision: %v", err)
+	}
+	return js
 }
