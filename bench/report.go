@@ -356,11 +356,22 @@ func (r *Report) printTable(w io.Writer) {
 
 // cpuOf sums the CPU percent of processes whose name starts with prefix.
 func cpuOf(ps []ProcessStats, prefix string) string {
+	return sumOf(ps, prefix, func(p ProcessStats) float64 { return p.CPUPercent })
+}
+
+// usOf sums the CPU µs per delivery of processes whose name starts with prefix.
+func usOf(ps []ProcessStats, prefix string) string {
+	return sumOf(ps, prefix, func(p ProcessStats) float64 { return p.CPUMicrosPerDelivery })
+}
+
+// sumOf sums value over the processes whose name starts with prefix, as
+// the table shows it: "-" when there is none.
+func sumOf(ps []ProcessStats, prefix string, value func(ProcessStats) float64) string {
 	var sum float64
 	found := false
 	for _, p := range ps {
 		if strings.HasPrefix(p.Name, prefix) {
-			sum += p.CPUPercent
+			sum += value(p)
 			found = true
 		}
 	}
@@ -376,20 +387,4 @@ func sumUs(ps []ProcessStats) float64 {
 		sum += p.CPUMicrosPerDelivery
 	}
 	return sum
-}
-
-// usOf sums the CPU µs per delivery of processes whose name starts with prefix.
-func usOf(ps []ProcessStats, prefix string) string {
-	var sum float64
-	found := false
-	for _, p := range ps {
-		if strings.HasPrefix(p.Name, prefix) {
-			sum += p.CPUMicrosPerDelivery
-			found = true
-		}
-	}
-	if !found {
-		return "-"
-	}
-	return fmt.Sprintf("%.0f", sum)
 }
