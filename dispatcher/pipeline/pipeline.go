@@ -70,6 +70,10 @@ type Deps struct {
 	// SlowInFlight caps concurrent attempts to all slow integrations
 	// together in this process (see limiter).
 	SlowInFlight int
+	// StoreRetryBudget bounds how long the outcome of an attempt is
+	// retried into the delivery log and the retry lane before the message
+	// is handed back (see persist); zero means defaultStoreRetryBudget.
+	StoreRetryBudget time.Duration
 	// Jitter returns a value in [-1, 1); nil means schedule.Jitter.
 	Jitter func() float64
 }
@@ -98,6 +102,17 @@ const (
 	maxDeferDelay = time.Minute
 )
 
+// The delivery log and the retry lane live in NATS. A server restart or a
+// stream leader election refuses writes for a few seconds; an attempt's
+// outcome is retried into them for up to the StoreRetryBudget, with waits
+// from firstStoreWait doubling to maxStoreWait, instead of being dropped
+// (a delivered event with no record) or handed back (sent again).
+const (
+	defaultStoreRetryBudget = 30 * time.Second
+	firstStoreWait          = 100 * time.Millisecond
+	maxStoreWait            = 2 * time.Second
+)
+
 func deferral(deferrals int) time.Duration {
 	d := deferDelay << min(deferrals-1, 5)
 	return min(d, maxDeferDelay)
@@ -107,6 +122,9 @@ func deferral(deferrals int) time.Duration {
 func New(d Deps) *Pipeline {
 	if d.Jitter == nil {
 		d.Jitter = schedule.Jitter
+	}
+	if d.StoreRetryBudget == 0 {
+		d.StoreRetryBudget = defaultStoreRetryBudget
 	}
 	return &Pipeline{Deps: d, limiter: newLimiter(d.IntegrationInFlight, d.SlowInFlight), now: time.Now}
 }
@@ -138,12 +156,12 @@ func (p *Pipeline) HandleEvent(ctx context.Context, msg jetstream.Msg) error {
 		rec, err := p.Log.Load(ctx, job.IntegrationID, job.DeliveryID)
 		switch {
 		case err == nil && alreadyDone(rec, job):
-			return nil
+			return p.resume(ctx, rec, job)
 		case err != nil && !errors.Is(err, deliverylog.ErrNotFound):
 			return &consume.Retry{Err: err, Delay: configRetryDelay}
 		}
 	}
-	return p.attempt(ctx, span, job, nil)
+	return p.attempt(ctx, span, job, nil, msg.InProgress)
 }
 
 // HandleRetry processes a due message of BLAZELOCK_RETRIES.
@@ -166,9 +184,32 @@ func (p *Pipeline) HandleRetry(ctx context.Context, msg jetstream.Msg) error {
 	case alreadyDone(rec, job):
 		// A redelivery of an attempt this delivery already moved past
 		// (for example after a crash between recording and acknowledging).
+		return p.resume(ctx, rec, job)
+	}
+	return p.attempt(ctx, span, job, rec, msg.InProgress)
+}
+
+// resume settles a redelivered message whose attempt the log already
+// shows. If that attempt left the delivery pending, the process that made
+// it may have stopped between recording it and scheduling the next one
+// (attempt records first): schedule the next one now. When it exists this
+// is a no-op by its message id; a second schedule after the duplicate
+// window ends is skipped by alreadyDone when it comes due.
+func (p *Pipeline) resume(ctx context.Context, rec *deliverylog.Delivery, job retrylane.Job) error {
+	if rec.Series != job.Series || rec.SeriesAttempts != job.Attempt ||
+		rec.State != deliverylog.StatePending || rec.NextAttemptAt == nil {
 		return nil
 	}
-	return p.attempt(ctx, span, job, rec)
+	if err := p.Retries.Schedule(ctx, nextAttempt(job), *rec.NextAttemptAt); err != nil {
+		return &consume.Retry{Err: err, Delay: time.Second}
+	}
+	return nil
+}
+
+func nextAttempt(job retrylane.Job) retrylane.Job {
+	job.Attempt++
+	job.Deferrals = 0
+	return job
 }
 
 func alreadyDone(rec *deliverylog.Delivery, job retrylane.Job) bool {
@@ -178,7 +219,9 @@ func alreadyDone(rec *deliverylog.Delivery, job retrylane.Job) bool {
 	return rec.SeriesAttempts >= job.Attempt || rec.State != deliverylog.StatePending
 }
 
-func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.Job, rec *deliverylog.Delivery) error {
+// attempt makes one attempt of job. keepAlive tells JetStream that the
+// message is still being worked on (see persist).
+func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.Job, rec *deliverylog.Delivery, keepAlive func() error) error {
 	span.SetAttributes(
 		attribute.String("messaging.message.id", job.EventID),
 		attribute.String("blazelock.integration.id", job.IntegrationID),
@@ -230,27 +273,19 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 
 	rec.AddAttempt(attemptRecord(job.Attempt, res))
 	rec.NextAttemptAt = nil
-	var scheduleErr error
 	switch delay, more := p.Schedule.NextDelay(job.Attempt, res.RetryAfter, p.Jitter); {
 	case res.OK():
 		rec.State = deliverylog.StateSucceeded
 	case more:
 		next := res.StartedAt.Add(res.Duration).Add(delay)
-		nextJob := job
-		nextJob.Attempt++
-		nextJob.Deferrals = 0
-		scheduleErr = p.Retries.Schedule(ctx, nextJob, next)
 		rec.State, rec.NextAttemptAt = deliverylog.StatePending, &next
 	default:
 		rec.State = deliverylog.StateDead
 	}
-	if scheduleErr != nil {
-		// The attempt happened but its successor is not durable: hand the
-		// message back so this attempt is made again and rescheduled.
-		span.SetStatus(codes.Error, "schedule failed")
-		return &consume.Retry{Err: scheduleErr, Delay: time.Second}
-	}
-	saveErr := p.Log.Save(ctx, rec)
+	// The record is written before the next attempt is scheduled, so that
+	// attempt always finds this one in the log; a stop in between leaves a
+	// pending record, and the redelivered message only schedules (resume).
+	saveErr := p.persist(ctx, keepAlive, func(ctx context.Context) error { return p.Log.Save(ctx, rec) })
 	if saveErr != nil && rec.State == deliverylog.StateDead {
 		// The last attempt failed but the log does not say dead: acking now
 		// would lose the delivery for good (never listed as dead, never
@@ -259,8 +294,44 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 		span.SetStatus(codes.Error, "record failed")
 		return &consume.Retry{Err: fmt.Errorf("record dead delivery %s: %w", job.DeliveryID, saveErr), Delay: configRetryDelay}
 	}
+	if rec.State == deliverylog.StatePending {
+		err := p.persist(ctx, keepAlive, func(ctx context.Context) error {
+			return p.Retries.Schedule(ctx, nextAttempt(job), *rec.NextAttemptAt)
+		})
+		if err != nil {
+			// The next attempt is not durable: hand the message back. Its
+			// redelivery finds this attempt in the log and only schedules
+			// (resume); if the record was not written either, this attempt
+			// is made again.
+			span.SetStatus(codes.Error, "schedule failed")
+			return &consume.Retry{Err: err, Delay: time.Second}
+		}
+	}
 	p.observe(ctx, span, job, rec, res, cfg.URL, saveErr)
 	return nil
+}
+
+// persist runs write until it succeeds or StoreRetryBudget has passed,
+// and returns its last error. Between tries it calls keepAlive, so that
+// JetStream does not hand the message to another process meanwhile
+// (while the server is unreachable that fails too, and a redelivery after
+// AckWait makes the attempt again: at-least-once).
+func (p *Pipeline) persist(ctx context.Context, keepAlive func() error, write func(context.Context) error) error {
+	deadline := p.now().Add(p.StoreRetryBudget)
+	wait := firstStoreWait
+	for {
+		err := write(ctx)
+		if err == nil || p.now().Add(wait).After(deadline) {
+			return err
+		}
+		_ = keepAlive()
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxStoreWait)
+	}
 }
 
 func (p *Pipeline) skip(ctx context.Context, span trace.Span, job retrylane.Job, rec *deliverylog.Delivery, reason string) error {

@@ -75,10 +75,10 @@ func New(js jetstream.JetStream) *Lane { return &Lane{js: js} }
 // dispatcher that crashes between scheduling and acknowledging cannot
 // schedule an attempt twice.
 //
-// The time is rounded up to a whole second, and to at least one second from
-// now: schedules have one-second resolution, and the margin guarantees that
-// the caller's bookkeeping after scheduling (the delivery log write) is done
-// before the next attempt can start and read it.
+// The time is rounded up to a whole second (schedules have one-second
+// resolution, and an attempt must never start before its delay has passed),
+// and to at least one second from now, so a time that has already passed
+// (a schedule made again after a crash) still fires promptly.
 func (l *Lane) Schedule(ctx context.Context, job Job, at time.Time) error {
 	if earliest := time.Now().Add(time.Second); at.Before(earliest) {
 		at = earliest

@@ -1,0 +1,224 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blazelock/webhooks/dispatcher/consume"
+	"github.com/blazelock/webhooks/dispatcher/deliverylog"
+	"github.com/blazelock/webhooks/dispatcher/pipeline"
+	"github.com/blazelock/webhooks/dispatcher/retrylane"
+	"github.com/blazelock/webhooks/internal/natsinfra"
+	"github.com/blazelock/webhooks/subscriber/receiver"
+)
+
+var errRefused = errors.New("store refuses writes")
+
+// refusals counts down writes to refuse; a negative count refuses all.
+type refusals struct {
+	mu   sync.Mutex
+	left int
+}
+
+func (r *refusals) refuse() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.left == 0 {
+		return false
+	}
+	if r.left > 0 {
+		r.left--
+	}
+	return true
+}
+
+func (r *refusals) set(n int) {
+	r.mu.Lock()
+	r.left = n
+	r.mu.Unlock()
+}
+
+// refusingLog is the delivery log of a NATS server that refuses writes for
+// a while (a restart, a leader election).
+type refusingLog struct {
+	pipeline.Recorder
+	refusals
+}
+
+func (l *refusingLog) Save(ctx context.Context, d *deliverylog.Delivery) error {
+	if l.refuse() {
+		return errRefused
+	}
+	return l.Recorder.Save(ctx, d)
+}
+
+// refusingLane is the retry lane of such a server.
+type refusingLane struct {
+	pipeline.Scheduler
+	refusals
+}
+
+func (l *refusingLane) Schedule(ctx context.Context, job retrylane.Job, at time.Time) error {
+	if l.refuse() {
+		return errRefused
+	}
+	return l.Scheduler.Schedule(ctx, job, at)
+}
+
+type outageFixture struct {
+	*fixture
+	log  *refusingLog
+	lane *refusingLane
+}
+
+func newOutageFixture(t *testing.T, budget time.Duration) *outageFixture {
+	o := &outageFixture{}
+	o.fixture = newFixture(t, func(d *pipeline.Deps) {
+		o.log = &refusingLog{Recorder: d.Log}
+		o.lane = &refusingLane{Scheduler: d.Retries}
+		d.Log, d.Retries, d.StoreRetryBudget = o.log, o.lane, budget
+	})
+	return o
+}
+
+// next fetches the next message of the events consumer.
+func (o *outageFixture) next(t *testing.T) jetstream.Msg {
+	t.Helper()
+	batch, err := o.consumer.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		return m
+	}
+	t.Fatalf("no message: %v", batch.Error())
+	return nil
+}
+
+func (o *outageFixture) record(t *testing.T, msg jetstream.Msg) *deliverylog.Delivery {
+	t.Helper()
+	meta, err := msg.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := deliverylog.DeliveryID(natsinfra.EventsStream, meta.Sequence.Stream, meta.Timestamp)
+	kv, err := o.js.KeyValue(context.Background(), natsinfra.DeliveriesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := deliverylog.New(kv).Load(context.Background(), o.integration, id)
+	if err != nil {
+		t.Fatalf("delivery %s: %v", id, err)
+	}
+	return rec
+}
+
+// scheduledAttempt is the attempt number of the delivery's schedule in
+// the retry lane (0 when there is none).
+func (o *outageFixture) scheduledAttempt(t *testing.T, deliveryID string) string {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := o.js.Stream(ctx, natsinfra.RetriesStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, natsinfra.RetriesSchedulePrefix+deliveryID)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return "0"
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Header.Get("Blazelock-Attempt")
+}
+
+// TestAttemptOutcomeOutlastsStoreRefusals: while NATS refuses a few writes
+// (a restart), the outcome of an attempt is retried into the log and the
+// retry lane instead of being dropped or handed back to be sent again.
+func TestAttemptOutcomeOutlastsStoreRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name                    string
+		status                  int
+		logRefuses, laneRefuses int
+		state                   string
+		scheduled               string
+	}{
+		{"delivered, the log refuses 3 writes", 0, 3, 0, deliverylog.StateSucceeded, "0"},
+		{"failed, the log refuses 3 writes", 500, 3, 0, deliverylog.StatePending, "2"},
+		{"failed, the lane refuses 3 writes", 500, 0, 3, deliverylog.StatePending, "2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := newOutageFixture(t, 10*time.Second)
+			if err := o.receiver.SetFaults(receiver.Faults{Status: tc.status}); err != nil {
+				t.Fatal(err)
+			}
+			o.log.set(tc.logRefuses)
+			o.lane.set(tc.laneRefuses)
+			o.publish(t, 1)
+			msg := o.next(t)
+			if err := o.pipe.HandleEvent(context.Background(), msg); err != nil {
+				t.Fatalf("HandleEvent = %v, want nil (acknowledge)", err)
+			}
+			rec := o.record(t, msg)
+			if rec.State != tc.state || rec.AttemptCount != 1 {
+				t.Fatalf("record %s after %d attempts, want %s after 1", rec.State, rec.AttemptCount, tc.state)
+			}
+			if got := o.scheduledAttempt(t, rec.ID); got != tc.scheduled {
+				t.Fatalf("scheduled attempt %s, want %s", got, tc.scheduled)
+			}
+			if got := o.receiver.Stats().Received; got != 1 {
+				t.Fatalf("the endpoint received %d requests, want 1", got)
+			}
+		})
+	}
+}
+
+// TestRedeliveryOfARecordedAttemptOnlySchedules: the lane refuses writes
+// for longer than the budget, so the message is handed back with its
+// attempt recorded as pending. Its redelivery must schedule the next
+// attempt without sending this one again.
+func TestRedeliveryOfARecordedAttemptOnlySchedules(t *testing.T) {
+	o := newOutageFixture(t, 300*time.Millisecond)
+	if err := o.receiver.SetFaults(receiver.Faults{Status: 503}); err != nil {
+		t.Fatal(err)
+	}
+	o.lane.set(-1)
+	o.publish(t, 1)
+	ctx := context.Background()
+	msg := o.next(t)
+	var retry *consume.Retry
+	if err := o.pipe.HandleEvent(ctx, msg); !errors.As(err, &retry) {
+		t.Fatalf("HandleEvent = %v, want a hand-back (*consume.Retry)", err)
+	}
+	rec := o.record(t, msg)
+	if rec.State != deliverylog.StatePending || rec.SeriesAttempts != 1 || o.scheduledAttempt(t, rec.ID) != "0" {
+		t.Fatalf("before the redelivery: %s after %d attempts, schedule %s; want pending after 1, none",
+			rec.State, rec.SeriesAttempts, o.scheduledAttempt(t, rec.ID))
+	}
+	if err := msg.Nak(); err != nil {
+		t.Fatal(err)
+	}
+
+	o.lane.set(0)
+	again := o.next(t)
+	if meta, _ := again.Metadata(); meta.NumDelivered != 2 {
+		t.Fatalf("NumDelivered = %d, want the redelivery", meta.NumDelivered)
+	}
+	if err := o.pipe.HandleEvent(ctx, again); err != nil {
+		t.Fatalf("HandleEvent of the redelivery = %v, want nil", err)
+	}
+	if got := o.scheduledAttempt(t, rec.ID); got != "2" {
+		t.Fatalf("scheduled attempt %s, want 2", got)
+	}
+	if got := o.receiver.Stats().Received; got != 1 {
+		t.Fatalf("the endpoint received %d requests, want 1 (the recorded attempt is not repeated)", got)
+	}
+	if rec := o.record(t, again); rec.SeriesAttempts != 1 {
+		t.Fatalf("record shows %d attempts, want 1", rec.SeriesAttempts)
+	}
+}
