@@ -387,12 +387,30 @@ func (c *cluster) report() {
 			_ = os.WriteFile(filepath.Join(dir, name), []byte(logs), 0o644)
 		}
 		if c.t.Failed() {
+			c.t.Logf("dispatcher %s log, warnings and errors:\n%s", d.name, problems(logs, 60))
 			if len(logs) > 12000 {
 				logs = "…" + logs[len(logs)-12000:]
 			}
 			c.t.Logf("dispatcher %s log (tail):\n%s", d.name, logs)
 		}
 	}
+}
+
+// problems returns the first max warning and error lines of a log: the
+// tail alone is often busy with the test's own polling when the cause
+// happened minutes earlier.
+func problems(logs string, max int) string {
+	var out []string
+	for line := range strings.Lines(logs) {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			if len(out) == max {
+				out = append(out, "…\n")
+				break
+			}
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "")
 }
 
 func randomBytes(n int) []byte {
