@@ -246,30 +246,14 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 			slog.Int("attempt", job.Attempt), slog.Int("deferrals", deferred.Deferrals))
 		return nil
 	}
-	timedOut := false
-	defer func() { p.limiter.release(job.IntegrationID, lease, timedOut) }()
-
-	// The config is read after the slot is granted, right before the
-	// request: SPEC §3's "immediately" means no attempt that starts after
-	// the API answered a change may use the old setting, and waiting for a
-	// slot between the read and the request would open such a window.
-	cfg, err := p.Configs.Get(ctx, job.IntegrationID)
+	cfg, res, skipReason, err := p.request(ctx, job, lease)
 	switch {
-	case errors.Is(err, webhooks.ErrNotFound):
-		return p.skip(ctx, span, job, rec, "no webhook configured for the integration")
 	case err != nil:
 		span.SetStatus(codes.Error, "config lookup failed")
-		return &consume.Retry{Err: fmt.Errorf("look up webhook config: %w", err), Delay: configRetryDelay}
-	case !cfg.Enabled:
-		return p.skip(ctx, span, job, rec, "webhook disabled")
-	case !cfg.Selects(job.Event):
-		return p.skip(ctx, span, job, rec, "event "+job.Event+" not selected")
+		return &consume.Retry{Err: err, Delay: configRetryDelay}
+	case skipReason != "":
+		return p.skip(ctx, span, job, rec, skipReason)
 	}
-
-	res := p.Sender.Send(ctx, deliver.Request{
-		URL: cfg.URL, Secret: cfg.Secret, EventID: job.EventID, Attempt: job.Attempt, Body: job.Body,
-	})
-	timedOut = res.Class == deliver.ClassTimeout
 
 	rec.AddAttempt(attemptRecord(job.Attempt, res))
 	rec.NextAttemptAt = nil
@@ -309,6 +293,37 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 	}
 	p.observe(ctx, span, job, rec, res, cfg.URL, saveErr)
 	return nil
+}
+
+// request reads the webhook config and, unless the attempt is to be
+// skipped (skipReason), makes the HTTP request. It holds the integration's
+// slot for just that: recording the outcome is not the endpoint's time,
+// and a slow or restarting NATS must not make every integration look slow
+// to the limiter.
+func (p *Pipeline) request(ctx context.Context, job retrylane.Job, le lease) (cfg webhooks.Config, res deliver.Result, skipReason string, err error) {
+	timedOut := false
+	defer func() { p.limiter.release(job.IntegrationID, le, timedOut) }()
+
+	// The config is read after the slot is granted, right before the
+	// request: SPEC §3's "immediately" means no attempt that starts after
+	// the API answered a change may use the old setting, and waiting for a
+	// slot between the read and the request would open such a window.
+	cfg, err = p.Configs.Get(ctx, job.IntegrationID)
+	switch {
+	case errors.Is(err, webhooks.ErrNotFound):
+		return cfg, res, "no webhook configured for the integration", nil
+	case err != nil:
+		return cfg, res, "", fmt.Errorf("look up webhook config: %w", err)
+	case !cfg.Enabled:
+		return cfg, res, "webhook disabled", nil
+	case !cfg.Selects(job.Event):
+		return cfg, res, "event " + job.Event + " not selected", nil
+	}
+	res = p.Sender.Send(ctx, deliver.Request{
+		URL: cfg.URL, Secret: cfg.Secret, EventID: job.EventID, Attempt: job.Attempt, Body: job.Body,
+	})
+	timedOut = res.Class == deliver.ClassTimeout
+	return cfg, res, "", nil
 }
 
 // persist runs write until it succeeds or StoreRetryBudget has passed,

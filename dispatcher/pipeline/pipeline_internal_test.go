@@ -1,13 +1,19 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/blazelock/webhooks/dispatcher/deliver"
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
 	"github.com/blazelock/webhooks/dispatcher/retrylane"
+	"github.com/blazelock/webhooks/dispatcher/schedule"
+	"github.com/blazelock/webhooks/dispatcher/webhooks"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func TestAlreadyDone(t *testing.T) {
@@ -82,4 +88,91 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+type fixedConfigs struct{}
+
+func (fixedConfigs) Get(_ context.Context, id string) (webhooks.Config, error) {
+	return webhooks.Config{IntegrationID: id, Settings: webhooks.Settings{
+		Enabled: true, URL: "https://hooks.example/x", Events: []string{"file_scan.completed"},
+	}}, nil
+}
+
+// takingSender answers after `takes` on the fake clock.
+type takingSender struct {
+	clock  *fakeClock
+	takes  time.Duration
+	status int
+}
+
+func (s takingSender) Send(context.Context, deliver.Request) deliver.Result {
+	start := s.clock.now()
+	s.clock.add(s.takes)
+	class := deliver.ClassSuccess
+	if s.status >= 500 {
+		class = deliver.ClassServerError
+	}
+	return deliver.Result{StartedAt: start, Duration: s.takes, StatusCode: s.status, Class: class}
+}
+
+// takingStore records and schedules after `takes` on the fake clock.
+type takingStore struct {
+	clock *fakeClock
+	takes time.Duration
+}
+
+func (s takingStore) Save(context.Context, *deliverylog.Delivery) error {
+	s.clock.add(s.takes)
+	return nil
+}
+
+func (s takingStore) Load(context.Context, string, string) (*deliverylog.Delivery, error) {
+	return nil, deliverylog.ErrNotFound
+}
+
+func (s takingStore) Schedule(context.Context, retrylane.Job, time.Time) error {
+	s.clock.add(s.takes)
+	return nil
+}
+
+// Only the endpoint's time makes an integration slow to the limiter: a
+// delivery log or retry lane that takes seconds (NATS restarting) must not
+// shrink every integration to the slow budget, or their attempts are
+// deferred for up to a minute each.
+func TestOnlyTheEndpointsTimeMakesAnIntegrationSlow(t *testing.T) {
+	metrics, err := NewMetrics(noop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name            string
+		endpoint, store time.Duration
+		status          int
+		slow            bool
+	}{
+		{"fast endpoint, fast store", time.Millisecond, time.Millisecond, 200, false},
+		{"fast endpoint, store taking 5 s to record a success", time.Millisecond, 5 * time.Second, 200, false},
+		{"fast endpoint, store taking 5 s to record and schedule a failure", time.Millisecond, 5 * time.Second, 503, false},
+		{"endpoint taking 3 s", 3 * time.Second, time.Millisecond, 200, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			store := takingStore{clock: clock, takes: tc.store}
+			p := New(Deps{
+				Configs: fixedConfigs{}, Sender: takingSender{clock: clock, takes: tc.endpoint, status: tc.status},
+				Log: store, Retries: store, Schedule: schedule.Default(), Metrics: metrics,
+				Logger: slog.New(slog.DiscardHandler), IntegrationInFlight: 4, SlowInFlight: 4,
+			})
+			p.now, p.limiter.now = clock.now, clock.now
+			job := retrylane.Job{DeliveryID: "d-1", EventID: "e-1", IntegrationID: "i-1", Event: "file_scan.completed",
+				Attempt: 1, Series: 1, CreatedAt: clock.now()}
+			ctx := context.Background()
+			if err := p.attempt(ctx, trace.SpanFromContext(ctx), job, nil, func() error { return nil }); err != nil {
+				t.Fatalf("attempt = %v", err)
+			}
+			if got := p.limiter.isSlow(job.IntegrationID, clock.now()); got != tc.slow {
+				t.Fatalf("integration slow = %v, want %v", got, tc.slow)
+			}
+		})
+	}
 }
