@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +60,41 @@ func TestObserveLogLine(t *testing.T) {
 			if strings.Contains(out, "token=secret") {
 				t.Errorf("line leaks the URL's query: %q", out)
 			}
+		})
+	}
+}
+
+// BenchmarkObserve is the cost of an attempt's observation (metrics, span
+// attributes and, at info, the wide log line) with the text handler the
+// dispatcher uses, writing to a pipe drained by another goroutine, as
+// stderr is when a supervisor collects it.
+func BenchmarkObserve(b *testing.B) {
+	metrics, err := NewMetrics(noop.NewMeterProvider().Meter("bench"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, r) }()
+	b.Cleanup(func() { _ = w.Close() })
+	job := retrylane.Job{DeliveryID: "01a21da7-93c4-7e21-b233-e7c2d88a5965", EventID: "01a21da7-93c2-7583-a924-ec0f8866615c",
+		IntegrationID: "01a21da7-7250-78cd-8f72-a95a0e674b01", Event: "file_scan.completed", Attempt: 1, Series: 1, CreatedAt: time.Now()}
+	res := deliver.Result{StartedAt: time.Now(), Duration: time.Millisecond, StatusCode: 200, Class: deliver.ClassSuccess}
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelWarn} {
+		b.Run("level="+level.String(), func(b *testing.B) {
+			p := New(Deps{Metrics: metrics, Schedule: schedule.Default(),
+				Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))})
+			rec := &deliverylog.Delivery{State: deliverylog.StateSucceeded}
+			ctx := context.Background()
+			span := trace.SpanFromContext(ctx)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					p.observe(ctx, span, job, rec, res, "https://hooks.example:8443/webhooks/x", nil)
+				}
+			})
 		})
 	}
 }
