@@ -77,7 +77,7 @@ var Variables = []Variable{
 	{"DISPATCHER_RETRY_SCHEDULE", "1m,2m,5m,10m,30m,1h,2h,4h,8h", "delays before attempts 2..N; its length + 1 is the attempt limit"},
 	{"DISPATCHER_ATTEMPT_TIMEOUT", "15s", "limit of one HTTP attempt (SPEC: 15 s; lower only in tests)"},
 	{"DISPATCHER_MAX_EVENT_BYTES", "262144", "events larger than this are rejected (SPEC 5.1: 256 KiB)"},
-	{"DISPATCHER_CONCURRENCY", "512", "attempts in flight per dispatcher process"},
+	{"DISPATCHER_CONCURRENCY", "512", "attempts in flight per lane (first attempts, retries) per dispatcher process; also the pull buffer of each lane"},
 	{"DISPATCHER_INTEGRATION_IN_FLIGHT", "32", "attempts in flight per integration per process; more are deferred so one slow endpoint cannot hold every worker"},
 	{"DISPATCHER_SHUTDOWN_TIMEOUT", "20s", "how long SIGTERM waits for in-flight attempts before handing them back to JetStream"},
 	{"DISPATCHER_EVENT_RETENTION", "168h", "how long events and the delivery log are kept"},

@@ -154,3 +154,53 @@ func TestTraceFromPublishToHTTPAttempt(t *testing.T) {
 		t.Fatalf("trace context reached the customer endpoint")
 	}
 }
+
+// TestNewlyHangingEndpointsDoNotTakeEveryWorker: endpoints that have just
+// started hanging, with more room in their per-integration caps together
+// (4 × 8) than the process has workers (16), while events keep coming for
+// them and for a healthy integration. Before any of their attempts has run
+// 2 s (so none is known slow) and long before the 10 s timeout, the
+// pressure rule must stop them at a share of the workers: the healthy
+// events are delivered meanwhile, and the hanging endpoint never holds
+// every worker.
+func TestNewlyHangingEndpointsDoNotTakeEveryWorker(t *testing.T) {
+	const workers = 16
+	s := newStack(t, map[string]string{
+		"DISPATCHER_CONCURRENCY":           "16", // pressure from 8 attempts in flight
+		"DISPATCHER_INTEGRATION_IN_FLIGHT": "8",
+		"DISPATCHER_ATTEMPT_TIMEOUT":       "10s",
+	})
+	a := s.dispatcher()
+	hanging := newEndpoint(t, receiver.Faults{Hang: true})
+	healthy := newEndpoint(t, receiver.Faults{})
+	var hangIDs []string
+	for range 4 {
+		hangIDs = append(hangIDs, s.configure(a, hanging))
+	}
+	fastID := s.configure(a, healthy)
+
+	// 20 events/s to the hanging endpoints and 20/s to the healthy one,
+	// for 3 s: without the rule the hanging ones take all 16 workers within
+	// a second, and healthy events wait for the 10 s timeout. With it, they
+	// stop at about the 8 attempts of the pressure threshold, plus what
+	// starts in the 250 ms before the oldest attempt is overdue.
+	const events = 120
+	started := time.Now()
+	for i := range events {
+		if i%2 == 1 {
+			s.publish(fastID, schemas.EventCompleted)
+		} else {
+			s.publish(hangIDs[i/2%4], schemas.EventCompleted)
+		}
+		time.Sleep(time.Until(started.Add(time.Duration(i+1) * 3 * time.Second / events)))
+	}
+	testinfra.WaitFor(t, 5*time.Second, "all healthy deliveries while the hanging attempts are open", func() bool {
+		return healthy.Stats().Accepted == events/2
+	})
+	elapsed := time.Since(started)
+	held := hanging.Stats().Received
+	if held >= workers {
+		t.Fatalf("the hanging endpoints hold %d connections: every worker", held)
+	}
+	t.Logf("%d healthy deliveries in %s while newly hanging endpoints held %d of %d workers", events/2, elapsed, held, workers)
+}

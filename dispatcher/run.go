@@ -171,8 +171,10 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 		Extractor:           tel.Propagator,
 		MaxEventBytes:       cfg.MaxEventBytes,
 		IntegrationInFlight: cfg.IntegrationInFlight,
-		// A quarter of the workers at most for endpoints known to be slow.
-		SlowInFlight: max(1, cfg.Concurrency/4),
+		// A quarter of the workers at most for endpoints known to be slow,
+		// and pressure once half of one lane's workers are in attempts.
+		SlowInFlight:     max(1, cfg.Concurrency/4),
+		PressureInFlight: max(1, cfg.Concurrency/2),
 	})
 
 	mux := http.NewServeMux()

@@ -18,20 +18,28 @@ import (
 //     after the last such sign. A slow integration may have slowMax attempts
 //     in flight, all slow integrations together slowBudget, and an attempt
 //     that finds no room is refused at once, without waiting.
+//   - Under pressure (pressure attempts or more in flight in the process),
+//     an integration whose oldest attempt in flight has run overdueAttempt
+//     is held to the same limits for its new attempts, without being marked
+//     slow. This catches endpoints that have just started hanging within a
+//     fraction of a second instead of slowAttempt: in that time a burst of
+//     new attempts to them could otherwise take every worker, and the
+//     workers they hold cannot be taken back until the attempts time out.
+//     Without pressure, an endpoint that answers in a second is not limited.
 //
 // A refused attempt is deferred by the caller. So however many endpoints
-// hang, they hold at most slowBudget workers (once recognised; the first
-// attempts to a newly hanging endpoint count as healthy until slowAttempt
-// has passed) and the rest of the process keeps delivering.
+// hang, they hold a bounded share of the workers and the rest of the
+// process keeps delivering.
 type limiter struct {
-	max, slowMax, slowBudget int
-	slowAttempt, slowFor     time.Duration
-	now                      func() time.Time
+	max, slowMax, slowBudget, pressure   int
+	slowAttempt, slowFor, overdueAttempt time.Duration
+	now                                  func() time.Time
 
 	mu           sync.Mutex
 	slots        map[string]*slot
 	slowUntil    map[string]time.Time
 	slowInFlight int
+	inFlight     int
 }
 
 type slot struct {
@@ -48,10 +56,11 @@ type lease struct {
 	slow  bool // counted in the slow budget
 }
 
-func newLimiter(perIntegration, slowBudget int) *limiter {
+// newLimiter returns a limiter; pressure 0 turns the overdue rule off.
+func newLimiter(perIntegration, slowBudget, pressure int) *limiter {
 	return &limiter{
-		max: perIntegration, slowMax: min(2, perIntegration), slowBudget: max(1, slowBudget),
-		slowAttempt: 2 * time.Second, slowFor: time.Minute, now: time.Now,
+		max: perIntegration, slowMax: min(2, perIntegration), slowBudget: max(1, slowBudget), pressure: pressure,
+		slowAttempt: 2 * time.Second, slowFor: time.Minute, overdueAttempt: 250 * time.Millisecond, now: time.Now,
 		slots: map[string]*slot{}, slowUntil: map[string]time.Time{},
 	}
 }
@@ -60,7 +69,7 @@ func (l *limiter) acquire(ctx context.Context, id string, wait time.Duration) (l
 	l.mu.Lock()
 	s := l.slot(id)
 	now := l.now()
-	if l.isSlow(id, now) {
+	if l.isSlow(id, now) || l.overdueUnderPressure(s, now) {
 		ok := len(s.sem) < l.slowMax && l.slowInFlight < l.slowBudget
 		if ok {
 			select {
@@ -71,6 +80,7 @@ func (l *limiter) acquire(ctx context.Context, id string, wait time.Duration) (l
 		}
 		if ok {
 			l.slowInFlight++
+			l.inFlight++
 			s.starts = append(s.starts, now)
 		} else {
 			l.leaveLocked(id, s)
@@ -118,6 +128,7 @@ func (l *limiter) release(id string, le lease, tookLong bool) {
 	if le.slow {
 		l.slowInFlight--
 	}
+	l.inFlight--
 	if tookLong || l.now().Sub(le.start) >= l.slowAttempt {
 		l.slowUntil[id] = l.now().Add(l.slowFor)
 	}
@@ -129,7 +140,16 @@ func (l *limiter) started(s *slot) lease {
 	defer l.mu.Unlock()
 	now := l.now()
 	s.starts = append(s.starts, now)
+	l.inFlight++
 	return lease{start: now}
+}
+
+// overdueUnderPressure reports whether the process is under pressure and
+// the integration's oldest attempt in flight has run overdueAttempt. mu is
+// held.
+func (l *limiter) overdueUnderPressure(s *slot, now time.Time) bool {
+	return l.pressure > 0 && l.inFlight >= l.pressure &&
+		len(s.starts) > 0 && now.Sub(oldest(s.starts)) >= l.overdueAttempt
 }
 
 // slot returns the integration's slot, counting the caller as a user. mu is held.

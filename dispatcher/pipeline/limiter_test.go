@@ -17,7 +17,7 @@ func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.U
 
 func testLimiter(perIntegration, slowBudget int) (*limiter, *fakeClock) {
 	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	l := newLimiter(perIntegration, slowBudget)
+	l := newLimiter(perIntegration, slowBudget, 0)
 	l.now = clock.now
 	return l, clock
 }
@@ -58,8 +58,8 @@ func TestLimiterCapsHealthyIntegrations(t *testing.T) {
 	l.release("a", a2, false)
 	l.release("a", lease{start: a1.start}, false)
 	l.release("b", b, false)
-	if len(l.slots) != 0 || len(l.slowUntil) != 0 || l.slowInFlight != 0 {
-		t.Fatalf("state left behind: slots %v slow %v in flight %d", l.slots, l.slowUntil, l.slowInFlight)
+	if len(l.slots) != 0 || len(l.slowUntil) != 0 || l.slowInFlight != 0 || l.inFlight != 0 {
+		t.Fatalf("state left behind: slots %v slow %v in flight %d (slow %d)", l.slots, l.slowUntil, l.inFlight, l.slowInFlight)
 	}
 }
 
@@ -119,5 +119,46 @@ func TestLimiterLongAttemptMarksSlow(t *testing.T) {
 	l.release("a", le, false) // succeeded, but took slowAttempt
 	if !l.isSlow("a", clock.now()) {
 		t.Fatal("an attempt that took slowAttempt did not mark the integration slow")
+	}
+}
+
+// Under pressure, an integration whose oldest attempt is overdue gets no
+// more room than a slow one, long before slowAttempt; fast integrations
+// are unaffected, and without pressure nobody is limited by age.
+func TestLimiterHoldsOverdueIntegrationsUnderPressure(t *testing.T) {
+	ctx := context.Background()
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	l := newLimiter(8, 3, 6) // pressure from 6 attempts in flight
+	l.now = clock.now
+
+	// "hang" has 4 attempts in flight, 300 ms old: overdue, but 4 in
+	// flight is no pressure, so it may start more.
+	var hang []lease
+	for range 4 {
+		hang = append(hang, mustAcquire(t, l, "hang"))
+	}
+	clock.add(300 * time.Millisecond)
+	hang = append(hang, mustAcquire(t, l, "hang"))
+	// A fast integration's fresh attempt brings the process to 6: pressure.
+	fast := mustAcquire(t, l, "fast")
+	if _, ok := l.acquire(ctx, "hang", 0); ok {
+		t.Fatal("an overdue integration under pressure got a slot beyond slowMax")
+	}
+	if l.isSlow("hang", clock.now()) {
+		t.Fatal("the overdue rule marked the integration slow")
+	}
+	// The fast integration has nothing overdue: it still gets slots.
+	fast2 := mustAcquire(t, l, "fast")
+	if fast2.slow {
+		t.Fatal("a fast integration's lease counted as slow")
+	}
+	// Once the pressure is gone, the overdue integration gets slots again.
+	l.release("fast", fast, false)
+	l.release("fast", fast2, false)
+	for _, le := range hang[3:] {
+		l.release("hang", le, false)
+	}
+	if le := mustAcquire(t, l, "hang"); le.slow {
+		t.Fatal("limited like a slow integration without pressure")
 	}
 }

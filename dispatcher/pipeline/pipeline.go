@@ -70,6 +70,10 @@ type Deps struct {
 	// SlowInFlight caps concurrent attempts to all slow integrations
 	// together in this process (see limiter).
 	SlowInFlight int
+	// PressureInFlight is the number of attempts in flight in this process
+	// from which an integration whose oldest attempt is overdue is limited
+	// like a slow one (see limiter); zero turns that rule off.
+	PressureInFlight int
 	// StoreRetryBudget bounds how long the outcome of an attempt is
 	// retried into the delivery log and the retry lane before the message
 	// is handed back (see persist); zero means defaultStoreRetryBudget.
@@ -126,7 +130,7 @@ func New(d Deps) *Pipeline {
 	if d.StoreRetryBudget == 0 {
 		d.StoreRetryBudget = defaultStoreRetryBudget
 	}
-	return &Pipeline{Deps: d, limiter: newLimiter(d.IntegrationInFlight, d.SlowInFlight), now: time.Now}
+	return &Pipeline{Deps: d, limiter: newLimiter(d.IntegrationInFlight, d.SlowInFlight, d.PressureInFlight), now: time.Now}
 }
 
 // HandleEvent processes a message of BLAZELOCK_EVENTS: a first attempt.
