@@ -54,6 +54,9 @@ type slot struct {
 type lease struct {
 	start time.Time
 	slow  bool // counted in the slow budget
+	// knownSlow, on a refusal, says the integration is marked slow: its
+	// attempts take seconds, so the caller puts this one off for longer.
+	knownSlow bool
 }
 
 // newLimiter returns a limiter; pressure 0 turns the overdue rule off.
@@ -69,7 +72,7 @@ func (l *limiter) acquire(ctx context.Context, id string, wait time.Duration) (l
 	l.mu.Lock()
 	s := l.slot(id)
 	now := l.now()
-	if l.isSlow(id, now) || l.overdueUnderPressure(s, now) {
+	if knownSlow := l.isSlow(id, now); knownSlow || l.overdueUnderPressure(s, now) {
 		ok := len(s.sem) < l.slowMax && l.slowInFlight < l.slowBudget
 		if ok {
 			select {
@@ -86,7 +89,7 @@ func (l *limiter) acquire(ctx context.Context, id string, wait time.Duration) (l
 			l.leaveLocked(id, s)
 		}
 		l.mu.Unlock()
-		return lease{start: now, slow: true}, ok
+		return lease{start: now, slow: true, knownSlow: knownSlow}, ok
 	}
 	l.mu.Unlock()
 

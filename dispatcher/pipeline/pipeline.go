@@ -100,10 +100,18 @@ const configRetryDelay = 5 * time.Second
 // deferDelay doubled per deferral up to maxDeferDelay. So slow or hanging
 // endpoints hold a bounded share of the workers, never the whole process,
 // and their backlog costs little while it waits.
+//
+// An attempt refused because its integration is marked slow (attempts of
+// 2 s or timeouts; it has 2 slots at most) is put off for at least
+// slowDeferDelay: its turn will not come sooner, and each deferral costs
+// a schedule write, its firing and a delivery. In the isolation bench (50
+// of 100 integrations hanging) this took healthy p99 from 76-94 ms to
+// 50-61 ms and NATS's peak memory from about 480 to 375 MiB.
 const (
-	slotWait      = 50 * time.Millisecond
-	deferDelay    = 2 * time.Second
-	maxDeferDelay = time.Minute
+	slotWait       = 50 * time.Millisecond
+	deferDelay     = 2 * time.Second
+	maxDeferDelay  = time.Minute
+	slowDeferDelay = 15 * time.Second
 )
 
 // The delivery log and the retry lane live in NATS. A server restart or a
@@ -241,7 +249,11 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 	if !ok {
 		deferred := job
 		deferred.Deferrals++
-		if err := p.Retries.Schedule(ctx, deferred, p.now().Add(deferral(deferred.Deferrals))); err != nil {
+		delay := deferral(deferred.Deferrals)
+		if lease.knownSlow {
+			delay = max(delay, slowDeferDelay)
+		}
+		if err := p.Retries.Schedule(ctx, deferred, p.now().Add(delay)); err != nil {
 			return &consume.Retry{Err: err, Delay: time.Second}
 		}
 		p.Metrics.deferred(ctx)

@@ -135,15 +135,36 @@ func (s takingStore) Schedule(context.Context, retrylane.Job, time.Time) error {
 	return nil
 }
 
+// fakePipeline is a Pipeline on fakes and a fake clock, with 2 slots per
+// integration and a slow budget of 4, and a first attempt for it to make.
+func fakePipeline(t *testing.T, clock *fakeClock, sender Sender, log Recorder, lane Scheduler) (*Pipeline, retrylane.Job) {
+	t.Helper()
+	metrics, err := NewMetrics(noop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(Deps{
+		Configs: fixedConfigs{}, Sender: sender, Log: log, Retries: lane, Schedule: schedule.Default(), Metrics: metrics,
+		Logger: slog.New(slog.DiscardHandler), IntegrationInFlight: 2, SlowInFlight: 4,
+	})
+	p.now, p.limiter.now = clock.now, clock.now
+	return p, retrylane.Job{DeliveryID: "d-1", EventID: "e-1", IntegrationID: "i-1", Event: "file_scan.completed",
+		Attempt: 1, Series: 1, CreatedAt: clock.now()}
+}
+
+func attemptOnce(t *testing.T, p *Pipeline, job retrylane.Job) {
+	t.Helper()
+	ctx := context.Background()
+	if err := p.attempt(ctx, trace.SpanFromContext(ctx), job, nil, func() error { return nil }); err != nil {
+		t.Fatalf("attempt = %v", err)
+	}
+}
+
 // Only the endpoint's time makes an integration slow to the limiter: a
 // delivery log or retry lane that takes seconds (NATS restarting) must not
 // shrink every integration to the slow budget, or their attempts are
 // deferred for up to a minute each.
 func TestOnlyTheEndpointsTimeMakesAnIntegrationSlow(t *testing.T) {
-	metrics, err := NewMetrics(noop.NewMeterProvider().Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		name            string
 		endpoint, store time.Duration
@@ -158,20 +179,47 @@ func TestOnlyTheEndpointsTimeMakesAnIntegrationSlow(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 			store := takingStore{clock: clock, takes: tc.store}
-			p := New(Deps{
-				Configs: fixedConfigs{}, Sender: takingSender{clock: clock, takes: tc.endpoint, status: tc.status},
-				Log: store, Retries: store, Schedule: schedule.Default(), Metrics: metrics,
-				Logger: slog.New(slog.DiscardHandler), IntegrationInFlight: 4, SlowInFlight: 4,
-			})
-			p.now, p.limiter.now = clock.now, clock.now
-			job := retrylane.Job{DeliveryID: "d-1", EventID: "e-1", IntegrationID: "i-1", Event: "file_scan.completed",
-				Attempt: 1, Series: 1, CreatedAt: clock.now()}
-			ctx := context.Background()
-			if err := p.attempt(ctx, trace.SpanFromContext(ctx), job, nil, func() error { return nil }); err != nil {
-				t.Fatalf("attempt = %v", err)
-			}
+			p, job := fakePipeline(t, clock, takingSender{clock: clock, takes: tc.endpoint, status: tc.status}, store, store)
+			attemptOnce(t, p, job)
 			if got := p.limiter.isSlow(job.IntegrationID, clock.now()); got != tc.slow {
 				t.Fatalf("integration slow = %v, want %v", got, tc.slow)
+			}
+		})
+	}
+}
+
+// recordingLane remembers when each job was scheduled for.
+type recordingLane struct{ at []time.Time }
+
+func (l *recordingLane) Schedule(_ context.Context, _ retrylane.Job, at time.Time) error {
+	l.at = append(l.at, at)
+	return nil
+}
+
+// An attempt refused because its integration is known to be slow is put
+// off for at least slowDeferDelay; one refused at the cap of a healthy
+// integration after deferDelay.
+func TestDeferralOfSlowIntegrationsIsLonger(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		slow  bool
+		delay time.Duration
+	}{
+		{"healthy integration at its cap", false, deferDelay},
+		{"slow integration without room", true, slowDeferDelay},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			lane := &recordingLane{}
+			p, job := fakePipeline(t, clock, takingSender{clock: clock, status: 200}, takingStore{clock: clock}, lane)
+			if tc.slow {
+				p.limiter.release("i-1", mustAcquire(t, p.limiter, "i-1"), true)
+			}
+			mustAcquire(t, p.limiter, "i-1")
+			mustAcquire(t, p.limiter, "i-1")
+			attemptOnce(t, p, job)
+			if len(lane.at) != 1 || lane.at[0].Sub(clock.now()) != tc.delay {
+				t.Fatalf("scheduled %v after %v, want one deferral after %s", lane.at, clock.now(), tc.delay)
 			}
 		})
 	}
