@@ -442,14 +442,22 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (_ *Result, err er
 	res.DrainSeconds = time.Since(drainStart).Seconds()
 	if sc.Hanging {
 		// Heal the hanging endpoint: deferred and retried events must all
-		// arrive now (short retry schedule, deferrals up to 1 min).
+		// arrive now. That takes minutes, not seconds: the integration
+		// stays slow (2 slots) for a minute after its last timeout, and
+		// each of its thousands of deferred events comes back after its
+		// own delay, up to a minute, possibly several times. Anything not
+		// arrived after healingWait counts as lost.
+		const healingWait = 5 * time.Minute
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+hangingRecv.addr+"/faults", strings.NewReader(`{}`))
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
 		}
 		healStart := time.Now()
-		_ = waitFor(ctx, 150*time.Second, "deliveries to the healed endpoint", func() bool { return drained("all", func(uint64) bool { return true }) })
-		res.Notes = append(res.Notes, fmt.Sprintf("after the run the hanging endpoint was healed; its events arrived within %.0fs", time.Since(healStart).Seconds()))
+		if err := waitFor(ctx, healingWait, "deliveries to the healed endpoint", func() bool { return drained("all", func(uint64) bool { return true }) }); err != nil {
+			res.Notes = append(res.Notes, fmt.Sprintf("after the run the hanging endpoint was healed; not all of its events arrived within %s", healingWait))
+		} else {
+			res.Notes = append(res.Notes, fmt.Sprintf("after the run the hanging endpoint was healed; its events arrived within %.0fs", time.Since(healStart).Seconds()))
+		}
 	}
 	stopCollect()
 	<-collected
