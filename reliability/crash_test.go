@@ -34,15 +34,10 @@ func TestSIGKILLMidLoad(t *testing.T) {
 	survivor := c.startDispatcher("survivor", map[string]string{"DISPATCHER_CONCURRENCY": fmt.Sprint(survivorConcurrency)})
 	// A 200 ms answer keeps the workers of both processes busy at this
 	// publish rate.
-	slow := receiver.Duration(200 * time.Millisecond)
-	healthy := newEndpoint(t, receiver.Faults{Delay: slow})
-	flaky := newEndpoint(t, receiver.Faults{FailFirst: 1, Delay: slow})
-	ids := []string{c.configure(victim, healthy), c.configure(survivor, healthy), c.configure(victim, flaky)}
+	eps := c.mixedEndpoints(victim, survivor, 200*time.Millisecond)
 
-	l := c.startLoad(ids, scaled(400, 2000), 5*time.Millisecond)
-	inFlight := func() int64 { return healthy.inFlight.Load() + flaky.inFlight.Load() }
-	accepted := func() int64 { return healthy.Stats().Accepted + flaky.Stats().Accepted }
-	abandoned := func() int64 { return healthy.Stats().Abandoned + flaky.Stats().Abandoned }
+	l := c.startLoad(eps.ids, scaled(400, 2000), 5*time.Millisecond)
+	inFlight, accepted, abandoned := eps.inFlight, eps.accepted, eps.abandoned
 	abandonedBefore := abandoned()
 	kills := scaled(1, 4)
 	for range kills {
@@ -59,8 +54,7 @@ func TestSIGKILLMidLoad(t *testing.T) {
 	sent := l.wait(t)
 	want, by := expectAll(sent, succeeded)
 	c.awaitOutcomes(survivor, want, by, 2*time.Minute)
-	dups := checkArrivals(t, healthy, ofIntegration(sent, ids[0], ids[1])) +
-		checkArrivals(t, flaky, ofIntegration(sent, ids[2]))
+	dups := eps.checkArrivals(t, sent)
 	bound := kills * 2 * concurrency
 	t.Logf("%d events delivered; %d SIGKILLs (the endpoints saw %d requests abandoned); %d duplicate arrivals (bound %d)",
 		len(sent), kills, abandoned()-abandonedBefore, dups, bound)
@@ -86,15 +80,12 @@ func TestNATSRestartMidLoad(t *testing.T) {
 	c := newCluster(t, nil)
 	a := c.startDispatcher("a", nil)
 	b := c.startDispatcher("b", nil)
-	slow := receiver.Duration(50 * time.Millisecond)
-	healthy := newEndpoint(t, receiver.Faults{Delay: slow})
-	flaky := newEndpoint(t, receiver.Faults{FailFirst: 1, Delay: slow})
-	ids := []string{c.configure(a, healthy), c.configure(b, healthy), c.configure(a, flaky)}
+	eps := c.mixedEndpoints(a, b, 50*time.Millisecond)
 
 	events := scaled(400, 2000)
-	l := c.startLoad(ids, events, 15*time.Millisecond)
+	l := c.startLoad(eps.ids, events, 15*time.Millisecond)
 	testinfra.WaitFor(t, 60*time.Second, "100 events delivered before the restart", func() bool {
-		return healthy.Stats().Accepted+flaky.Stats().Accepted >= 100
+		return eps.accepted() >= 100
 	})
 	c.nats.stop()
 	down := time.Now()
@@ -112,8 +103,7 @@ func TestNATSRestartMidLoad(t *testing.T) {
 	}
 	want, by := expectAll(sent, succeeded)
 	c.awaitOutcomes(a, want, by, 2*time.Minute)
-	dups := checkArrivals(t, healthy, ofIntegration(sent, ids[0], ids[1])) +
-		checkArrivals(t, flaky, ofIntegration(sent, ids[2]))
+	dups := eps.checkArrivals(t, sent)
 	bound := 2 * 2 * concurrency
 	t.Logf("%d events delivered (%d published once the dispatchers were ready again); %d duplicate arrivals (bound %d)",
 		len(sent), len(sent)-readyAgain, dups, bound)
@@ -138,14 +128,11 @@ func TestGracefulSIGTERMMidLoad(t *testing.T) {
 	c := newCluster(t, nil)
 	a := c.startDispatcher("a", nil)
 	b := c.startDispatcher("b", map[string]string{"DISPATCHER_CONCURRENCY": fmt.Sprint(otherConcurrency)})
-	slow := receiver.Duration(300 * time.Millisecond)
-	healthy := newEndpoint(t, receiver.Faults{Delay: slow})
-	flaky := newEndpoint(t, receiver.Faults{FailFirst: 1, Delay: slow})
-	ids := []string{c.configure(a, healthy), c.configure(b, healthy), c.configure(a, flaky)}
+	eps := c.mixedEndpoints(a, b, 300*time.Millisecond)
 
-	l := c.startLoad(ids, scaled(300, 1500), 10*time.Millisecond)
+	l := c.startLoad(eps.ids, scaled(300, 1500), 10*time.Millisecond)
 	testinfra.WaitFor(t, 60*time.Second, "60 events delivered, and a with attempts in flight", func() bool {
-		return healthy.Stats().Accepted+flaky.Stats().Accepted >= 60 && healthy.inFlight.Load()+flaky.inFlight.Load() > 2*otherConcurrency
+		return eps.accepted() >= 60 && eps.inFlight() > 2*otherConcurrency
 	})
 	code, took := a.terminate(20 * time.Second)
 	if code != 0 {
@@ -163,7 +150,7 @@ func TestGracefulSIGTERMMidLoad(t *testing.T) {
 	if strings.Contains(afterSignal, "still running at shutdown") || strings.Contains(afterSignal, "outcome=timeout") {
 		t.Errorf("in-flight attempts were cut off or left running at shutdown")
 	}
-	if n := healthy.Stats().Abandoned + flaky.Stats().Abandoned; n != 0 {
+	if n := eps.abandoned(); n != 0 {
 		t.Errorf("endpoints saw %d requests abandoned mid-answer, want 0: SIGTERM must let attempts finish", n)
 	}
 	t.Logf("SIGTERM: exit %d after %s, %d attempts finished after the signal", code, took.Round(time.Millisecond), finished)
@@ -172,10 +159,43 @@ func TestGracefulSIGTERMMidLoad(t *testing.T) {
 	sent := l.wait(t)
 	want, by := expectAll(sent, succeeded)
 	c.awaitOutcomes(b, want, by, 2*time.Minute)
-	dups := checkArrivals(t, healthy, ofIntegration(sent, ids[0], ids[1])) +
-		checkArrivals(t, flaky, ofIntegration(sent, ids[2]))
+	dups := eps.checkArrivals(t, sent)
 	t.Logf("%d events delivered; %d duplicates (bound 0)", len(sent), dups)
 	if dups != 0 {
 		t.Errorf("%d duplicates after a graceful shutdown, want none", dups)
 	}
+}
+
+// mixedEndpoints is the load of the crash tests: a healthy endpoint and a
+// flaky one (each event's first attempt fails), both answering after a
+// delay, configured as three integrations: healthy through a and through
+// b, flaky through a.
+type mixedEndpoints struct {
+	healthy, flaky *endpoint
+	ids            []string
+}
+
+func (c *cluster) mixedEndpoints(a, b *dispatcher, delay time.Duration) *mixedEndpoints {
+	d := receiver.Duration(delay)
+	m := &mixedEndpoints{
+		healthy: newEndpoint(c.t, receiver.Faults{Delay: d}),
+		flaky:   newEndpoint(c.t, receiver.Faults{FailFirst: 1, Delay: d}),
+	}
+	m.ids = []string{c.configure(a, m.healthy), c.configure(b, m.healthy), c.configure(a, m.flaky)}
+	return m
+}
+
+func (m *mixedEndpoints) inFlight() int64 { return m.healthy.inFlight.Load() + m.flaky.inFlight.Load() }
+func (m *mixedEndpoints) accepted() int64 {
+	return m.healthy.Stats().Accepted + m.flaky.Stats().Accepted
+}
+func (m *mixedEndpoints) abandoned() int64 {
+	return m.healthy.Stats().Abandoned + m.flaky.Stats().Abandoned
+}
+
+// checkArrivals checks both endpoints' arrivals against the events sent
+// (see checkArrivals) and returns the duplicates.
+func (m *mixedEndpoints) checkArrivals(t *testing.T, sent []sentEvent) int {
+	return checkArrivals(t, m.healthy, ofIntegration(sent, m.ids[0], m.ids[1])) +
+		checkArrivals(t, m.flaky, ofIntegration(sent, m.ids[2]))
 }

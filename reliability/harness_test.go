@@ -304,24 +304,6 @@ func (e *endpoint) arrivals() map[string][]receiver.Arrival {
 	return out
 }
 
-// logBuffer collects a child's output across restarts.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // cluster is one test's world: NATS, Redis, a publisher and dispatchers.
 type cluster struct {
 	t          *testing.T
@@ -426,7 +408,7 @@ type dispatcher struct {
 	c      *cluster
 	name   string
 	env    map[string]string
-	log    *logBuffer
+	log    *testinfra.LogBuffer // the child's output across restarts
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	addr   string
@@ -437,7 +419,7 @@ type dispatcher struct {
 // env, and waits until it is ready.
 func (c *cluster) startDispatcher(name string, env map[string]string) *dispatcher {
 	c.t.Helper()
-	d := &dispatcher{c: c, name: name, env: map[string]string{}, log: &logBuffer{}}
+	d := &dispatcher{c: c, name: name, env: map[string]string{}, log: &testinfra.LogBuffer{}}
 	for k, v := range c.env {
 		d.env[k] = v
 	}

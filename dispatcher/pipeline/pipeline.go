@@ -106,7 +106,7 @@ const configRetryDelay = 5 * time.Second
 // slowDeferDelay: its turn will not come sooner, and each deferral costs
 // a schedule write, its firing and a delivery. In the isolation bench (50
 // of 100 integrations hanging) this took healthy p99 from 76-94 ms to
-// 50-61 ms and NATS's peak memory from about 480 to 375 MiB.
+// 50-61 ms and NATS's peak memory from 482-491 to 375-382 MiB.
 const (
 	slotWait       = 50 * time.Millisecond
 	deferDelay     = 2 * time.Second
