@@ -38,6 +38,15 @@ const (
 	WebhooksBucket = "BLAZELOCK_WEBHOOKS"
 	// DeliveriesBucket is the delivery log.
 	DeliveriesBucket = "BLAZELOCK_DELIVERIES"
+
+	// FleetBucket holds one key per running dispatcher, refreshed by its
+	// heartbeat (see dispatcher/fleet), so every dispatcher knows how many
+	// share the per-integration concurrency budget.
+	FleetBucket = "BLAZELOCK_DISPATCHERS"
+	// FleetTTL is how long a dispatcher's key outlives its last heartbeat,
+	// so the keys of crashed processes leave the bucket. A dispatcher stops
+	// counting a silent peer well before that (fleet.Options.StaleAfter).
+	FleetTTL = 30 * time.Second
 )
 
 // Options are the operator's choices for provisioning.
@@ -144,6 +153,14 @@ func (o Options) Buckets() []jetstream.KeyValueConfig {
 			Description: "delivery log: each delivery with its attempts",
 			History:     1,
 			TTL:         o.EventsMaxAge,
+			Storage:     o.Storage,
+			Replicas:    o.Replicas,
+		},
+		{
+			Bucket:      FleetBucket,
+			Description: "live dispatchers: one key per process, refreshed by its heartbeat",
+			History:     1,
+			TTL:         FleetTTL,
 			Storage:     o.Storage,
 			Replicas:    o.Replicas,
 		},

@@ -3,6 +3,7 @@ package natsinfra_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/blazelock/webhooks/internal/natsinfra"
 	"github.com/blazelock/webhooks/internal/testinfra"
@@ -55,10 +56,45 @@ func snapshot(t *testing.T, js jetstream.JetStream) map[string]string {
 			out[name+"/"+ci.Name] = ci.Created.String() + " " + jsonOf(ci.Config)
 		}
 	}
-	if len(out) < 4 {
-		t.Fatalf("expected the events and retries streams and two KV buckets, got %v", out)
+	if len(out) < 5 {
+		t.Fatalf("expected the events and retries streams and three KV buckets, got %v", out)
 	}
 	return out
+}
+
+// Every bucket Buckets lists exists after provisioning, stored as asked; the
+// fleet bucket forgets a crashed dispatcher's key after FleetTTL.
+func TestProvisionCreatesEveryBucket(t *testing.T) {
+	ctx := context.Background()
+	js, _ := jetstream.New(testinfra.StartNATS(t).Connect(t))
+	opts := natsinfra.DefaultOptions()
+	if err := natsinfra.Provision(ctx, js, opts); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, want := range opts.Buckets() {
+		names[want.Bucket] = true
+		kv, err := js.KeyValue(ctx, want.Bucket)
+		if err != nil {
+			t.Fatalf("bucket %s: %v", want.Bucket, err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.TTL() != want.TTL || st.History() != int64(want.History) {
+			t.Errorf("bucket %s stored ttl=%s history=%d, asked %s %d", want.Bucket, st.TTL(), st.History(), want.TTL, want.History)
+		}
+	}
+	for _, b := range []string{natsinfra.WebhooksBucket, natsinfra.DeliveriesBucket, natsinfra.FleetBucket} {
+		if !names[b] {
+			t.Errorf("Buckets() lacks %s", b)
+		}
+	}
+	kv, _ := js.KeyValue(ctx, natsinfra.FleetBucket)
+	if st, _ := kv.Status(ctx); st.TTL() != 30*time.Second || st.History() != 1 {
+		t.Errorf("fleet bucket ttl=%s history=%d, want 30s and 1", st.TTL(), st.History())
+	}
 }
 
 func TestProvisionChangesStoredOptions(t *testing.T) {
