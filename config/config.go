@@ -39,19 +39,24 @@ type Config struct {
 	AttemptTimeout      time.Duration
 	MaxEventBytes       int
 	Concurrency         int
-	IntegrationInFlight int
-	ShutdownTimeout     time.Duration
-	EventRetention      time.Duration
-	DuplicateWindow     time.Duration
-	NATSReplicas        int
-	NATSMemoryStorage   bool
-	LogFormat           string
-	LogLevel            string
-	OTLPEndpoint        string
-	DeliveriesPageMax   int
-	secretKeyText       string
-	retryScheduleText   string
-	problems            []error
+	// EndpointMaxConcurrency bounds attempts in flight to one endpoint
+	// across every dispatcher of the deployment.
+	EndpointMaxConcurrency int
+	// QueueMaxMessages bounds the messages one process holds waiting for
+	// their turn (package flow).
+	QueueMaxMessages  int
+	ShutdownTimeout   time.Duration
+	EventRetention    time.Duration
+	DuplicateWindow   time.Duration
+	NATSReplicas      int
+	NATSMemoryStorage bool
+	LogFormat         string
+	LogLevel          string
+	OTLPEndpoint      string
+	DeliveriesPageMax int
+	secretKeyText     string
+	retryScheduleText string
+	problems          []error
 
 	// PprofAddr, when set, serves net/http/pprof on a listener of its own.
 	PprofAddr string
@@ -77,8 +82,9 @@ var Variables = []Variable{
 	{"DISPATCHER_RETRY_SCHEDULE", "1m,2m,5m,10m,30m,1h,2h,4h,8h", "delays before attempts 2..N; its length + 1 is the attempt limit"},
 	{"DISPATCHER_ATTEMPT_TIMEOUT", "15s", "limit of one HTTP attempt (SPEC: 15 s; lower only in tests)"},
 	{"DISPATCHER_MAX_EVENT_BYTES", "262144", "events larger than this are rejected (SPEC 5.1: 256 KiB)"},
-	{"DISPATCHER_CONCURRENCY", "512", "attempts in flight per lane (first attempts, retries) per dispatcher process; also the pull buffer of each lane"},
-	{"DISPATCHER_INTEGRATION_IN_FLIGHT", "32", "attempts in flight per integration per process; more are deferred so one slow endpoint cannot hold every worker"},
+	{"DISPATCHER_CONCURRENCY", "512", "attempts in flight per dispatcher process, all integrations and both lanes together"},
+	{"DISPATCHER_ENDPOINT_MAX_CONCURRENCY", "64", "most attempts in flight to one integration's endpoint across all dispatchers; each endpoint's limit adapts between 1 and this (README: Flow control)"},
+	{"DISPATCHER_QUEUE_MAX_MESSAGES", "20000", "messages one process holds waiting for their turn, its memory budget (about 2 KiB each for 1 KiB events); the consumers' max ack pending (20000) bounds all processes together"},
 	{"DISPATCHER_SHUTDOWN_TIMEOUT", "20s", "how long SIGTERM waits for in-flight attempts before handing them back to JetStream"},
 	{"DISPATCHER_EVENT_RETENTION", "168h", "how long events and the delivery log are kept"},
 	{"DISPATCHER_DUPLICATE_WINDOW", "2m", "JetStream de-duplication window for Nats-Msg-Id"},
@@ -129,7 +135,11 @@ func Load(getenv func(string) string) Config {
 	c.DuplicateWindow = c.parseDuration("DISPATCHER_DUPLICATE_WINDOW", get)
 	c.MaxEventBytes = c.parseInt("DISPATCHER_MAX_EVENT_BYTES", get)
 	c.Concurrency = c.parseInt("DISPATCHER_CONCURRENCY", get)
-	c.IntegrationInFlight = c.parseInt("DISPATCHER_INTEGRATION_IN_FLIGHT", get)
+	c.EndpointMaxConcurrency = c.parseInt("DISPATCHER_ENDPOINT_MAX_CONCURRENCY", get)
+	c.QueueMaxMessages = c.parseInt("DISPATCHER_QUEUE_MAX_MESSAGES", get)
+	if strings.TrimSpace(getenv("DISPATCHER_INTEGRATION_IN_FLIGHT")) != "" {
+		c.problems = append(c.problems, errors.New("DISPATCHER_INTEGRATION_IN_FLIGHT was replaced by DISPATCHER_ENDPOINT_MAX_CONCURRENCY, which caps the whole deployment rather than one process"))
+	}
 	c.NATSReplicas = c.parseInt("DISPATCHER_NATS_REPLICAS", get)
 	switch storage := get("DISPATCHER_NATS_STORAGE"); storage {
 	case "file":
@@ -219,7 +229,8 @@ func (c Config) Validate() error {
 	}
 	positive("DISPATCHER_MAX_EVENT_BYTES", c.MaxEventBytes)
 	positive("DISPATCHER_CONCURRENCY", c.Concurrency)
-	positive("DISPATCHER_INTEGRATION_IN_FLIGHT", c.IntegrationInFlight)
+	positive("DISPATCHER_ENDPOINT_MAX_CONCURRENCY", c.EndpointMaxConcurrency)
+	positive("DISPATCHER_QUEUE_MAX_MESSAGES", c.QueueMaxMessages)
 	positive("DISPATCHER_NATS_REPLICAS", c.NATSReplicas)
 	if c.MaxEventBytes > 1<<20-4096 {
 		add("DISPATCHER_MAX_EVENT_BYTES must stay below 1 MiB minus header room (NATS max_payload)")

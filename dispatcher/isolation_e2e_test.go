@@ -18,15 +18,15 @@ import (
 )
 
 // TestSlowEndpointDoesNotHoldBackOthers: an endpoint that hangs past the
-// attempt timeout gets at most DISPATCHER_INTEGRATION_IN_FLIGHT workers;
+// attempt timeout gets at most DISPATCHER_ENDPOINT_MAX_CONCURRENCY workers;
 // the healthy integration's events, published after the hanging ones, are
 // all delivered while every attempt to the hanging endpoint is still open.
 func TestSlowEndpointDoesNotHoldBackOthers(t *testing.T) {
-	const inFlight = 4
+	const inFlight = 2
 	s := newStack(t, map[string]string{
-		"DISPATCHER_CONCURRENCY":           "16",
-		"DISPATCHER_INTEGRATION_IN_FLIGHT": "2",
-		"DISPATCHER_ATTEMPT_TIMEOUT":       "10s",
+		"DISPATCHER_CONCURRENCY":              "16",
+		"DISPATCHER_ENDPOINT_MAX_CONCURRENCY": "2",
+		"DISPATCHER_ATTEMPT_TIMEOUT":          "10s",
 	})
 	a := s.dispatcher()
 	hanging := newEndpoint(t, receiver.Faults{Hang: true})
@@ -57,16 +57,16 @@ func TestSlowEndpointDoesNotHoldBackOthers(t *testing.T) {
 }
 
 // TestManySlowEndpointsShareABoundedBudget: more hanging integrations than
-// the per-integration cap can contain. Once their first attempts have timed
-// out they are known to be slow, and all of them together get a quarter of
-// the workers: a healthy integration's events published then are delivered
+// the per-endpoint cap can contain. Once their first attempts have timed
+// out they are stalled, and all of them together get a quarter of the
+// workers: a healthy integration's events published then are delivered
 // while no more than that budget of new attempts reaches the hanging ones.
 func TestManySlowEndpointsShareABoundedBudget(t *testing.T) {
 	s := newStack(t, map[string]string{
-		"DISPATCHER_CONCURRENCY":           "16", // slow budget 4
-		"DISPATCHER_INTEGRATION_IN_FLIGHT": "2",
-		"DISPATCHER_ATTEMPT_TIMEOUT":       "6s",
-		"DISPATCHER_RETRY_SCHEDULE":        "1s,1s,1s,1s,1s,1s,1s,1s,1s",
+		"DISPATCHER_CONCURRENCY":              "16", // stalled budget 4
+		"DISPATCHER_ENDPOINT_MAX_CONCURRENCY": "2",
+		"DISPATCHER_ATTEMPT_TIMEOUT":          "6s",
+		"DISPATCHER_RETRY_SCHEDULE":           "1s,1s,1s,1s,1s,1s,1s,1s,1s",
 	})
 	a := s.dispatcher()
 	hanging := newEndpoint(t, receiver.Faults{Hang: true})
@@ -78,8 +78,9 @@ func TestManySlowEndpointsShareABoundedBudget(t *testing.T) {
 			s.publish(id, schemas.EventCompleted)
 		}
 	}
-	// The first wave: 6 integrations × 2 slots, then every attempt times
-	// out and marks its integration slow.
+	// The first wave: 6 integrations × 2 slots (at most 8, half the
+	// workers, while none has answered yet), then every attempt times out
+	// and the integrations are stalled.
 	testinfra.WaitFor(t, 15*time.Second, "the first wave of attempts to time out", func() bool {
 		for _, id := range slowIDs {
 			var page struct{ Deliveries []deliveryJSON }
@@ -104,10 +105,10 @@ func TestManySlowEndpointsShareABoundedBudget(t *testing.T) {
 	// Watch a little longer, but never as long as the 6 s hang (the healthy
 	// wait and this one stay under it), so no slow attempt ends and frees a
 	// slot: the retries falling due meanwhile may start at most as many
-	// attempts as the slow budget.
+	// attempts as the stalled budget.
 	time.Sleep(2 * time.Second)
 	if started := hanging.Stats().Received - before; started > 4 {
-		t.Fatalf("%d new attempts reached the hanging endpoints meanwhile; the slow budget is 4", started)
+		t.Fatalf("%d new attempts reached the hanging endpoints meanwhile; the stalled budget is 4", started)
 	}
 }
 
@@ -158,17 +159,17 @@ func TestTraceFromPublishToHTTPAttempt(t *testing.T) {
 // TestNewlyHangingEndpointsDoNotTakeEveryWorker: endpoints that have just
 // started hanging, with more room in their per-integration caps together
 // (4 × 8) than the process has workers (16), while events keep coming for
-// them and for a healthy integration. Before any of their attempts has run
-// 2 s (so none is known slow) and long before the 10 s timeout, the
-// pressure rule must stop them at a share of the workers: the healthy
-// events are delivered meanwhile, and the hanging endpoint never holds
+// them and for a healthy integration. Long before the 10 s timeout, their
+// limits (2 to start with, and no growth without answers) and then the
+// stalled budget must stop them at a share of the workers: the healthy
+// events are delivered meanwhile, and the hanging endpoints never hold
 // every worker.
 func TestNewlyHangingEndpointsDoNotTakeEveryWorker(t *testing.T) {
 	const workers = 16
 	s := newStack(t, map[string]string{
-		"DISPATCHER_CONCURRENCY":           "16", // pressure from 8 attempts in flight
-		"DISPATCHER_INTEGRATION_IN_FLIGHT": "8",
-		"DISPATCHER_ATTEMPT_TIMEOUT":       "10s",
+		"DISPATCHER_CONCURRENCY":              "16",
+		"DISPATCHER_ENDPOINT_MAX_CONCURRENCY": "8",
+		"DISPATCHER_ATTEMPT_TIMEOUT":          "10s",
 	})
 	a := s.dispatcher()
 	hanging := newEndpoint(t, receiver.Faults{Hang: true})
@@ -180,10 +181,10 @@ func TestNewlyHangingEndpointsDoNotTakeEveryWorker(t *testing.T) {
 	fastID := s.configure(a, healthy)
 
 	// 20 events/s to the hanging endpoints and 20/s to the healthy one,
-	// for 3 s: without the rule the hanging ones take all 16 workers within
-	// a second, and healthy events wait for the 10 s timeout. With it, they
-	// stop at about the 8 attempts of the pressure threshold, plus what
-	// starts in the 250 ms before the oldest attempt is overdue.
+	// for 3 s: with a fixed cap of 8 the hanging ones would take all 16
+	// workers within a second, and healthy events wait for the 10 s
+	// timeout. Adaptive, they stop at 4 × 2, plus a probe each 2 s within
+	// the stalled budget of 4.
 	const events = 120
 	started := time.Now()
 	for i := range events {

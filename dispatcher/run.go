@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,8 @@ import (
 	"github.com/blazelock/webhooks/dispatcher/consume"
 	"github.com/blazelock/webhooks/dispatcher/deliver"
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
+	"github.com/blazelock/webhooks/dispatcher/fleet"
+	"github.com/blazelock/webhooks/dispatcher/flow"
 	"github.com/blazelock/webhooks/dispatcher/pipeline"
 	"github.com/blazelock/webhooks/dispatcher/replay"
 	"github.com/blazelock/webhooks/dispatcher/retrylane"
@@ -66,6 +69,7 @@ type app struct {
 	httpDone           chan error
 	lanes              sync.WaitGroup
 	stopLanes          context.CancelFunc
+	scheduler          *flow.Scheduler
 	closers            []func(context.Context)
 }
 
@@ -162,20 +166,45 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 			TracerProvider:  tel.TracerProvider,
 			MeterProvider:   tel.MeterProvider,
 		}),
-		Log:                 deliveryLog,
-		Retries:             lane,
-		Schedule:            cfg.RetrySchedule,
-		Metrics:             metrics,
-		Logger:              logger,
-		Tracer:              tel.TracerProvider.Tracer("github.com/blazelock/webhooks/dispatcher"),
-		Extractor:           tel.Propagator,
-		MaxEventBytes:       cfg.MaxEventBytes,
-		IntegrationInFlight: cfg.IntegrationInFlight,
-		// A quarter of the workers at most for endpoints known to be slow,
-		// and pressure once half of one lane's workers are in attempts.
-		SlowInFlight:     max(1, cfg.Concurrency/4),
-		PressureInFlight: max(1, cfg.Concurrency/2),
+		Log:           deliveryLog,
+		Retries:       lane,
+		Schedule:      cfg.RetrySchedule,
+		Metrics:       metrics,
+		Logger:        logger,
+		Tracer:        tel.TracerProvider.Tracer("github.com/blazelock/webhooks/dispatcher"),
+		Extractor:     tel.Propagator,
+		MaxEventBytes: cfg.MaxEventBytes,
 	})
+	// The fleet tells how many dispatchers share each endpoint's cap. It
+	// is left after the attempts have ended (closers run after the
+	// scheduler's shutdown), so the others never raise their share while
+	// this process still has attempts open.
+	members, err := fleet.Join(ctx, js, fleet.Options{Logger: logger, OnChange: func(size int) {
+		logger.Info("dispatcher fleet changed", "dispatchers", size,
+			"endpoint_share", max(1, cfg.EndpointMaxConcurrency/size))
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("join the dispatcher fleet: %w", err)
+	}
+	a.closers = append(a.closers, func(ctx context.Context) {
+		if err := members.Close(ctx); err != nil {
+			logger.Warn("leaving the dispatcher fleet", "err", err)
+		}
+	})
+	a.scheduler = flow.New(flow.Options{
+		Concurrency:    cfg.Concurrency,
+		EndpointMax:    cfg.EndpointMaxConcurrency,
+		FleetSize:      members.Size,
+		QueueMax:       cfg.QueueMaxMessages,
+		AttemptTimeout: cfg.AttemptTimeout,
+		// Three renewals per AckWait: a waiting message is never handed
+		// to another process.
+		KeepAliveEvery: provisionOptions(cfg).AckWait / 3,
+		Logger:         logger,
+	})
+	if err := a.scheduler.Instrument(meter); err != nil {
+		return nil, err
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -217,16 +246,29 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 	return a, nil
 }
 
+// pullBatch is how many messages each lane's client buffers ahead of the
+// scheduler. Buffered messages' AckWait is running, so it stays small
+// beside the scheduler's queue budget; nats.go pulls again below half.
+const pullBatch = 500
+
 // startLanes binds the two durable consumers and starts pulling.
 func (a *app) startLanes(ctx context.Context, js jetstream.JetStream, pipe *pipeline.Pipeline, meter metric.Meter) error {
 	laneCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopLanes = stop
+	a.scheduler.Start(laneCtx)
 	lanes := []struct {
 		stream, consumer, name string
 		handle                 consume.Handler
+		park                   consume.Parker
+		key                    func(subject string) string
 	}{
-		{natsinfra.EventsStream, natsinfra.EventsConsumer, "events", pipe.HandleEvent},
-		{natsinfra.RetriesStream, natsinfra.RetriesConsumer, "retries", pipe.HandleRetry},
+		{natsinfra.EventsStream, natsinfra.EventsConsumer, "events", pipe.HandleEvent, pipe.ParkEvent, func(subject string) string {
+			id, _, _ := natsinfra.ParseEventSubject(subject)
+			return id // "" for a malformed subject: it is rejected in its turn
+		}},
+		{natsinfra.RetriesStream, natsinfra.RetriesConsumer, "retries", pipe.HandleRetry, pipe.ParkRetry, func(subject string) string {
+			return strings.TrimPrefix(subject, natsinfra.RetriesDuePrefix)
+		}},
 	}
 	var consumers []jetstream.Consumer
 	for _, l := range lanes {
@@ -239,7 +281,8 @@ func (a *app) startLanes(ctx context.Context, js jetstream.JetStream, pipe *pipe
 		go func() {
 			defer a.lanes.Done()
 			err := consume.Run(laneCtx, cons, l.handle, consume.Options{
-				Concurrency: a.cfg.Concurrency, ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.logger, Name: l.name,
+				Scheduler: a.scheduler, Key: l.key, Park: l.park, PullBatch: pullBatch,
+				ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.logger, Name: l.name,
 			})
 			if err != nil {
 				a.logger.Error("consumer stopped", "lane", l.name, "err", err)
@@ -285,6 +328,15 @@ func (a *app) close(ctx context.Context) {
 	if a.stopLanes != nil {
 		a.stopLanes()
 		a.lanes.Wait()
+	}
+	if a.scheduler != nil {
+		// Waiting messages are handed back at once; attempts in flight
+		// finish and are settled, up to the shutdown timeout.
+		attemptsCtx, cancelAttempts := context.WithTimeout(ctx, a.cfg.ShutdownTimeout)
+		if err := a.scheduler.Shutdown(attemptsCtx); err != nil {
+			a.logger.Warn("in-flight attempts still running at shutdown; JetStream redelivers them after AckWait")
+		}
+		cancelAttempts()
 	}
 	if a.httpServer != nil {
 		if err := a.httpServer.Shutdown(ctx); err != nil {

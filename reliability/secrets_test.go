@@ -105,15 +105,12 @@ func TestSecretsNeverLeak(t *testing.T) {
 	sink := &otlpSink{bodies: map[string][][]byte{}}
 	otlp := newHandlerEndpoint(t, sink)
 	c := newCluster(t, map[string]string{
-		"DISPATCHER_LOG_LEVEL":      "debug",
-		"DISPATCHER_RETRY_SCHEDULE": "1s,1s",
-		// One attempt per integration per process: concurrent events are
-		// deferred, which is logged at debug level.
-		"DISPATCHER_INTEGRATION_IN_FLIGHT": "1",
-		"OTEL_EXPORTER_OTLP_ENDPOINT":      otlp.base(),
-		"OTEL_METRIC_EXPORT_INTERVAL":      "500",
-		"OTEL_BSP_SCHEDULE_DELAY":          "200",
-		"OTEL_EXPORTER_OTLP_PROTOCOL":      "http/protobuf",
+		"DISPATCHER_LOG_LEVEL":        "debug",
+		"DISPATCHER_RETRY_SCHEDULE":   "1s,1s",
+		"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.base(),
+		"OTEL_METRIC_EXPORT_INTERVAL": "500",
+		"OTEL_BSP_SCHEDULE_DELAY":     "200",
+		"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
 	})
 	a := c.startDispatcher("a", nil)
 	b := c.startDispatcher("b", nil)

@@ -1,25 +1,37 @@
 // Package consume pulls messages from a durable JetStream consumer shared by
-// every dispatcher process, runs a bounded number of handlers at once, and
-// settles each message from the handler's typed outcome in one place.
+// every dispatcher process, hands them to the flow scheduler, and settles
+// each message from the handler's typed outcome in one place.
 package consume
 
 import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blazelock/webhooks/dispatcher/flow"
 )
+
+// Slot is the attempt's place in its endpoint's concurrency limit; the
+// handler gives it back, with what the endpoint did, as soon as the HTTP
+// request has ended.
+type Slot interface {
+	Done(flow.Outcome)
+}
 
 // Handler processes one message. Its error decides the settlement:
 // nil → Ack (delivered, scheduled, dead, skipped or rejected: all recorded);
 // *Retry → NakWithDelay (nothing was decided, try again later);
 // *Terminate → Term (never redeliver);
 // any other error → NakWithDelay(DefaultRetryDelay).
-type Handler func(ctx context.Context, msg jetstream.Msg) error
+type Handler func(ctx context.Context, msg jetstream.Msg, slot Slot) error
+
+// Parker moves a message out of JetStream's ack window for at least delay
+// (into the retry lane); the caller then acknowledges it.
+type Parker func(ctx context.Context, msg jetstream.Msg, delay time.Duration) error
 
 // Retry asks JetStream to redeliver the message after Delay. It is for
 // infrastructure trouble (KV or NATS unavailable), not for failed webhook
@@ -42,42 +54,48 @@ const DefaultRetryDelay = 5 * time.Second
 
 // Options configure a Runner.
 type Options struct {
-	// Concurrency bounds handlers running at once in this process.
-	Concurrency int
-	// ShutdownTimeout bounds how long Run waits for in-flight handlers
-	// after its context ends.
+	// Scheduler runs the attempts; it is shared by both lanes.
+	Scheduler *flow.Scheduler
+	// Key names a message's integration (its queue) from its subject.
+	Key func(subject string) string
+	// Park moves a message out of the ack window when the scheduler asks
+	// for it; nil hands it back to the consumer instead.
+	Park Parker
+	// PullBatch is how many messages the client buffers ahead.
+	PullBatch int
+	// ShutdownTimeout bounds how long Run waits for the pull to drain.
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
 	// Name labels log lines ("events" or "retries").
 	Name string
 }
 
-// Run consumes until ctx ends, then stops pulling, hands back messages that
-// were buffered but not started (Nak, so another dispatcher takes them at
-// once), and waits for in-flight handlers up to ShutdownTimeout. Handlers
-// run under a context that is NOT cancelled at shutdown, so an attempt in
-// progress finishes and is settled instead of being cut off mid-request.
+// Run consumes until ctx ends, then stops pulling and hands back messages
+// that were buffered but not submitted (Nak, so another dispatcher takes
+// them at once). Waiting and running attempts belong to the scheduler,
+// whose Shutdown ends them. Handlers run under a context that is NOT
+// cancelled at shutdown, so an attempt in progress finishes and is settled
+// instead of being cut off mid-request.
 func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options) error {
-	sem := make(chan struct{}, o.Concurrency)
-	var inFlight sync.WaitGroup
 	var stopping atomic.Bool
-	handlerCtx := context.WithoutCancel(ctx)
-
+	parkCtx := context.WithoutCancel(ctx)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		if stopping.Load() {
 			_ = msg.Nak()
 			return
 		}
-		sem <- struct{}{} // backpressure: the next pull waits for a free slot
-		inFlight.Add(1)
-		go func() {
-			defer func() { <-sem; inFlight.Done() }()
-			settle(msg, handle(handlerCtx, msg), o.Logger)
-		}()
+		// Submit blocks while the process holds its budget of waiting
+		// messages: the next pull waits too (backpressure).
+		o.Scheduler.Submit(flow.Task{
+			Key: o.Key(msg.Subject()),
+			Run: func(ctx context.Context, slot *flow.Slot) {
+				settle(msg, handle(ctx, msg, slot), o.Logger)
+			},
+			Defer:     func(v flow.Verdict) { deferMsg(parkCtx, msg, v, o) },
+			KeepAlive: func() { _ = msg.InProgress() },
+		})
 	},
-		// Keep the client-side buffer near the worker count: buffered
-		// messages are already "delivered" and their AckWait is running.
-		jetstream.PullMaxMessages(o.Concurrency),
+		jetstream.PullMaxMessages(o.PullBatch),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) || ctx.Err() == nil {
 				o.Logger.Warn("consumer pull problem", "lane", o.Name, "err", err)
@@ -93,14 +111,28 @@ func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options
 	case <-cc.Closed():
 	case <-time.After(o.ShutdownTimeout):
 	}
-	done := make(chan struct{})
-	go func() { inFlight.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-time.After(o.ShutdownTimeout):
-		o.Logger.Warn("in-flight attempts still running at shutdown; JetStream redelivers them after AckWait", "lane", o.Name)
-		return nil
+	return nil
+}
+
+// deferMsg settles a message the scheduler did not run. A handed-back
+// message counts no attempt: its redelivery is a first try again.
+func deferMsg(ctx context.Context, msg jetstream.Msg, v flow.Verdict, o Options) {
+	var err error
+	switch {
+	case v.Reason == flow.ReasonShutdown:
+		err = msg.Nak()
+	case v.Park && o.Park != nil:
+		if err = o.Park(ctx, msg, v.Delay); err == nil {
+			err = msg.Ack()
+		} else {
+			o.Logger.Warn("parking a message failed; handed back instead", "lane", o.Name, "subject", msg.Subject(), "err", err)
+			err = msg.NakWithDelay(v.Delay)
+		}
+	default:
+		err = msg.NakWithDelay(v.Delay)
+	}
+	if err != nil {
+		o.Logger.Warn("settling a deferred message failed; JetStream redelivers it after AckWait", "lane", o.Name, "subject", msg.Subject(), "err", err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/blazelock/webhooks/dispatcher/deliver"
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
+	"github.com/blazelock/webhooks/dispatcher/flow"
 	"github.com/blazelock/webhooks/dispatcher/pipeline"
 	"github.com/blazelock/webhooks/dispatcher/retrylane"
 	"github.com/blazelock/webhooks/dispatcher/schedule"
@@ -98,15 +99,14 @@ func newFixture(b testing.TB, adjust ...func(*pipeline.Deps)) *fixture {
 			UserAgent:       "Blazelock-Webhooks/bench",
 			TracerProvider:  tel.TracerProvider,
 		}),
-		Log:                 deliverylog.New(deliveriesKV),
-		Retries:             retrylane.New(js),
-		Schedule:            schedule.Default(),
-		Metrics:             metrics,
-		Logger:              logger,
-		Tracer:              tel.TracerProvider.Tracer("bench"),
-		Extractor:           tel.Propagator,
-		MaxEventBytes:       256 << 10,
-		IntegrationInFlight: 64,
+		Log:           deliverylog.New(deliveriesKV),
+		Retries:       retrylane.New(js),
+		Schedule:      schedule.Default(),
+		Metrics:       metrics,
+		Logger:        logger,
+		Tracer:        tel.TracerProvider.Tracer("bench"),
+		Extractor:     tel.Propagator,
+		MaxEventBytes: 256 << 10,
 	}
 	for _, f := range adjust {
 		f(&deps)
@@ -118,6 +118,11 @@ func newFixture(b testing.TB, adjust ...func(*pipeline.Deps)) *fixture {
 	}
 	return &fixture{js: js, consumer: cons, pipe: pipe, receiver: rc, integration: id, body: benchBody(b, id)}
 }
+
+// noSlot stands in for the flow scheduler's slot where no scheduler runs.
+type noSlot struct{}
+
+func (noSlot) Done(flow.Outcome) {}
 
 // publish stores n events (outside the timer) with async publishes.
 func (f *fixture) publish(b testing.TB, n int) {

@@ -19,7 +19,6 @@ type Metrics struct {
 	attemptDuration metric.Float64Histogram
 	deliveries      metric.Int64Counter
 	deliveryLatency metric.Float64Histogram
-	deferrals       metric.Int64Counter
 
 	// Attribute sets are built once per distinct value and reused: building
 	// one sorts and hashes its attributes, several times per attempt.
@@ -50,11 +49,6 @@ func NewMetrics(m metric.Meter) (*Metrics, error) {
 		metric.WithExplicitBucketBoundaries(0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 1800, 3600, 14400, 57600)); err != nil {
 		return nil, err
 	}
-	if x.deferrals, err = m.Int64Counter("webhook.deferrals",
-		metric.WithDescription("attempts put off because their integration had too many attempts in flight"),
-		metric.WithUnit("{attempt}")); err != nil {
-		return nil, err
-	}
 	return &x, nil
 }
 
@@ -78,8 +72,6 @@ func (x *Metrics) latency(ctx context.Context, event string, d time.Duration) {
 		return attribute.NewSet(attribute.String("event", event))
 	}))
 }
-
-func (x *Metrics) deferred(ctx context.Context) { x.deferrals.Add(ctx, 1) }
 
 // maxCachedAttrSets bounds each cache. The values are low-cardinality by
 // design (a few events, outcome classes, states); the bound only guards

@@ -23,6 +23,7 @@ import (
 	"github.com/blazelock/webhooks/dispatcher/consume"
 	"github.com/blazelock/webhooks/dispatcher/deliver"
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
+	"github.com/blazelock/webhooks/dispatcher/flow"
 	"github.com/blazelock/webhooks/dispatcher/retrylane"
 	"github.com/blazelock/webhooks/dispatcher/schedule"
 	"github.com/blazelock/webhooks/dispatcher/validate"
@@ -64,16 +65,6 @@ type Deps struct {
 	Extractor propagation.TextMapPropagator
 	// MaxEventBytes is the size limit of SPEC §5.1.
 	MaxEventBytes int
-	// IntegrationInFlight caps concurrent attempts per integration in this
-	// process; attempts beyond it are deferred (see deferDelay).
-	IntegrationInFlight int
-	// SlowInFlight caps concurrent attempts to all slow integrations
-	// together in this process (see limiter).
-	SlowInFlight int
-	// PressureInFlight is the number of attempts in flight in this process
-	// from which an integration whose oldest attempt is overdue is limited
-	// like a slow one (see limiter); zero turns that rule off.
-	PressureInFlight int
 	// StoreRetryBudget bounds how long the outcome of an attempt is
 	// retried into the delivery log and the retry lane before the message
 	// is handed back (see persist); zero means defaultStoreRetryBudget.
@@ -85,33 +76,22 @@ type Deps struct {
 // Pipeline handles messages from both lanes. Safe for concurrent use.
 type Pipeline struct {
 	Deps
-	limiter *limiter
-	now     func() time.Time
+	now func() time.Time
 }
 
 // configRetryDelay is how soon a message is tried again when the config
 // store (KV) cannot be read: nothing was attempted, so nothing is counted.
 const configRetryDelay = 5 * time.Second
 
-// When an integration already has IntegrationInFlight attempts running in
-// this process, an attempt waits up to slotWait for one of them to finish
-// (a slow integration gets fewer slots and no wait: see limiter). If none
-// frees, the attempt is deferred to the retry lane, uncounted, after
-// deferDelay doubled per deferral up to maxDeferDelay. So slow or hanging
-// endpoints hold a bounded share of the workers, never the whole process,
-// and their backlog costs little while it waits.
-//
-// An attempt refused because its integration is marked slow (attempts of
-// 2 s or timeouts; it has 2 slots at most) is put off for at least
-// slowDeferDelay: its turn will not come sooner, and each deferral costs
-// a schedule write, its firing and a delivery. In the isolation bench (50
-// of 100 integrations hanging) this took healthy p99 from 76-94 ms to
-// 50-61 ms and NATS's peak memory from 482-491 to 375-382 MiB.
+// A message parked by flow control (its endpoint hangs or asked for a
+// long pause) waits in the retry lane, uncounted, for the delay the
+// scheduler asked for or deferral(n) after its n-th parking, whichever is
+// longer: deferDelay doubled per parking up to maxDeferDelay, so an
+// endpoint that stays down costs fewer and fewer wake-ups. A healthy
+// endpoint's overflow is never parked (see package flow).
 const (
-	slotWait       = 50 * time.Millisecond
-	deferDelay     = 2 * time.Second
-	maxDeferDelay  = time.Minute
-	slowDeferDelay = 15 * time.Second
+	deferDelay    = 2 * time.Second
+	maxDeferDelay = time.Minute
 )
 
 // The delivery log and the retry lane live in NATS. A server restart or a
@@ -138,11 +118,12 @@ func New(d Deps) *Pipeline {
 	if d.StoreRetryBudget == 0 {
 		d.StoreRetryBudget = defaultStoreRetryBudget
 	}
-	return &Pipeline{Deps: d, limiter: newLimiter(d.IntegrationInFlight, d.SlowInFlight, d.PressureInFlight), now: time.Now}
+	return &Pipeline{Deps: d, now: time.Now}
 }
 
 // HandleEvent processes a message of BLAZELOCK_EVENTS: a first attempt.
-func (p *Pipeline) HandleEvent(ctx context.Context, msg jetstream.Msg) error {
+// slot is the attempt's place in its endpoint's limit.
+func (p *Pipeline) HandleEvent(ctx context.Context, msg jetstream.Msg, slot consume.Slot) error {
 	meta, err := msg.Metadata()
 	if err != nil {
 		return &consume.Retry{Err: fmt.Errorf("read message metadata: %w", err), Delay: time.Second}
@@ -173,11 +154,11 @@ func (p *Pipeline) HandleEvent(ctx context.Context, msg jetstream.Msg) error {
 			return &consume.Retry{Err: err, Delay: configRetryDelay}
 		}
 	}
-	return p.attempt(ctx, span, job, nil, msg.InProgress)
+	return p.attempt(ctx, span, job, nil, msg.InProgress, slot)
 }
 
 // HandleRetry processes a due message of BLAZELOCK_RETRIES.
-func (p *Pipeline) HandleRetry(ctx context.Context, msg jetstream.Msg) error {
+func (p *Pipeline) HandleRetry(ctx context.Context, msg jetstream.Msg, slot consume.Slot) error {
 	ctx, span := p.startSpan(ctx, msg.Headers(), msg.Subject(), natsinfra.RetriesConsumer)
 	defer span.End()
 	job, err := retrylane.Decode(msg)
@@ -198,7 +179,50 @@ func (p *Pipeline) HandleRetry(ctx context.Context, msg jetstream.Msg) error {
 		// (for example after a crash between recording and acknowledging).
 		return p.resume(ctx, rec, job)
 	}
-	return p.attempt(ctx, span, job, rec, msg.InProgress)
+	return p.attempt(ctx, span, job, rec, msg.InProgress, slot)
+}
+
+// ParkEvent moves a message of BLAZELOCK_EVENTS that flow control cannot
+// hold into the retry lane, as its first attempt, due after delay (see
+// deferDelay). An invalid event is not parked: it is rejected when its
+// turn comes.
+func (p *Pipeline) ParkEvent(ctx context.Context, msg jetstream.Msg, delay time.Duration) error {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return fmt.Errorf("read message metadata: %w", err)
+	}
+	ev, rejection := validate.Message(msg.Subject(), msg.Headers(), msg.Data(), p.MaxEventBytes)
+	if rejection != nil {
+		return fmt.Errorf("not parked: %s", rejection.Reason)
+	}
+	return p.park(ctx, retrylane.Job{
+		DeliveryID: deliverylog.DeliveryID(natsinfra.EventsStream, meta.Sequence.Stream, meta.Timestamp),
+		EventID:    ev.ID, IntegrationID: ev.IntegrationID, Event: ev.Name,
+		Attempt: 1, Series: 1, EventSequence: meta.Sequence.Stream, CreatedAt: meta.Timestamp,
+		Body: ev.Body, Trace: msg.Headers(),
+	}, delay)
+}
+
+// ParkRetry moves a due message of BLAZELOCK_RETRIES that flow control
+// cannot hold back into the lane, due after delay (see deferDelay).
+func (p *Pipeline) ParkRetry(ctx context.Context, msg jetstream.Msg, delay time.Duration) error {
+	job, err := retrylane.Decode(msg)
+	if err != nil {
+		return err
+	}
+	return p.park(ctx, job, delay)
+}
+
+func (p *Pipeline) park(ctx context.Context, job retrylane.Job, delay time.Duration) error {
+	job.Deferrals++
+	delay = max(delay, deferral(job.Deferrals))
+	if err := p.Retries.Schedule(ctx, job, p.now().Add(delay)); err != nil {
+		return err
+	}
+	p.Logger.LogAttrs(ctx, slog.LevelDebug, "delivery.parked",
+		slog.String("delivery_id", job.DeliveryID), slog.String("integration_id", job.IntegrationID),
+		slog.Int("attempt", job.Attempt), slog.Int("deferrals", job.Deferrals), slog.Duration("delay", delay))
+	return nil
 }
 
 // resume settles a redelivered message whose attempt the log already
@@ -233,7 +257,7 @@ func alreadyDone(rec *deliverylog.Delivery, job retrylane.Job) bool {
 
 // attempt makes one attempt of job. keepAlive tells JetStream that the
 // message is still being worked on (see persist).
-func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.Job, rec *deliverylog.Delivery, keepAlive func() error) error {
+func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.Job, rec *deliverylog.Delivery, keepAlive func() error, slot consume.Slot) error {
 	span.SetAttributes(
 		attribute.String("messaging.message.id", job.EventID),
 		attribute.String("blazelock.integration.id", job.IntegrationID),
@@ -245,24 +269,7 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 		rec = newRecord(job)
 	}
 	rec.Series = job.Series
-	lease, ok := p.limiter.acquire(ctx, job.IntegrationID, slotWait)
-	if !ok {
-		deferred := job
-		deferred.Deferrals++
-		delay := deferral(deferred.Deferrals)
-		if lease.knownSlow {
-			delay = max(delay, slowDeferDelay)
-		}
-		if err := p.Retries.Schedule(ctx, deferred, p.now().Add(delay)); err != nil {
-			return &consume.Retry{Err: err, Delay: time.Second}
-		}
-		p.Metrics.deferred(ctx)
-		p.Logger.LogAttrs(ctx, slog.LevelDebug, "delivery.deferred",
-			slog.String("delivery_id", job.DeliveryID), slog.String("integration_id", job.IntegrationID),
-			slog.Int("attempt", job.Attempt), slog.Int("deferrals", deferred.Deferrals))
-		return nil
-	}
-	cfg, res, skipReason, err := p.request(ctx, job, lease)
+	cfg, res, skipReason, err := p.request(ctx, job, slot)
 	switch {
 	case err != nil:
 		span.SetStatus(codes.Error, "config lookup failed")
@@ -312,13 +319,13 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 }
 
 // request reads the webhook config and, unless the attempt is to be
-// skipped (skipReason), makes the HTTP request. It holds the integration's
+// skipped (skipReason), makes the HTTP request. It holds the endpoint's
 // slot for just that: recording the outcome is not the endpoint's time,
-// and a slow or restarting NATS must not make every integration look slow
-// to the limiter.
-func (p *Pipeline) request(ctx context.Context, job retrylane.Job, le lease) (cfg webhooks.Config, res deliver.Result, skipReason string, err error) {
-	timedOut := false
-	defer func() { p.limiter.release(job.IntegrationID, le, timedOut) }()
+// and a slow or restarting NATS must not make every endpoint look slow to
+// the limiter.
+func (p *Pipeline) request(ctx context.Context, job retrylane.Job, slot consume.Slot) (cfg webhooks.Config, res deliver.Result, skipReason string, err error) {
+	outcome := flow.Outcome{}
+	defer func() { slot.Done(outcome) }()
 
 	// The config is read after the slot is granted, right before the
 	// request: SPEC §3's "immediately" means no attempt that starts after
@@ -338,8 +345,25 @@ func (p *Pipeline) request(ctx context.Context, job retrylane.Job, le lease) (cf
 	res = p.Sender.Send(ctx, deliver.Request{
 		URL: cfg.URL, Secret: cfg.Secret, EventID: job.EventID, Attempt: job.Attempt, Body: job.Body,
 	})
-	timedOut = res.Class == deliver.ClassTimeout
+	outcome = endpointOutcome(res)
 	return cfg, res, "", nil
+}
+
+// endpointOutcome says what an attempt's result tells about the endpoint's
+// capacity. Failures before the endpoint was reached (the SSRF guard, DNS,
+// TLS) say nothing about it.
+func endpointOutcome(res deliver.Result) flow.Outcome {
+	switch res.Class {
+	case deliver.ClassSuccess, deliver.ClassRedirect, deliver.ClassClientError:
+		return flow.Outcome{Signal: flow.Answered, Latency: res.Duration}
+	case deliver.ClassTimeout:
+		return flow.Outcome{Signal: flow.TimedOut}
+	case deliver.ClassRateLimited, deliver.ClassServerError,
+		deliver.ClassRefused, deliver.ClassReset, deliver.ClassNetwork:
+		return flow.Outcome{Signal: flow.Overloaded, RetryAfter: res.RetryAfter}
+	default:
+		return flow.Outcome{}
+	}
 }
 
 // persist runs write until it succeeds or StoreRetryBudget has passed,

@@ -59,7 +59,7 @@ func BenchmarkHandleEvent(b *testing.B) {
 					defer wg.Done()
 					for range n {
 						m := <-msgs
-						if err := f.pipe.HandleEvent(ctx, m); err != nil {
+						if err := f.pipe.HandleEvent(ctx, m, noSlot{}); err != nil {
 							errs <- err
 							return
 						}

@@ -161,7 +161,7 @@ func TestAttemptOutcomeOutlastsStoreRefusals(t *testing.T) {
 			o.lane.set(tc.laneRefuses)
 			o.publish(t, 1)
 			msg := o.next(t)
-			if err := o.pipe.HandleEvent(context.Background(), msg); err != nil {
+			if err := o.pipe.HandleEvent(context.Background(), msg, noSlot{}); err != nil {
 				t.Fatalf("HandleEvent = %v, want nil (acknowledge)", err)
 			}
 			rec := o.record(t, msg)
@@ -192,7 +192,7 @@ func TestRedeliveryOfARecordedAttemptOnlySchedules(t *testing.T) {
 	ctx := context.Background()
 	msg := o.next(t)
 	var retry *consume.Retry
-	if err := o.pipe.HandleEvent(ctx, msg); !errors.As(err, &retry) {
+	if err := o.pipe.HandleEvent(ctx, msg, noSlot{}); !errors.As(err, &retry) {
 		t.Fatalf("HandleEvent = %v, want a hand-back (*consume.Retry)", err)
 	}
 	rec := o.record(t, msg)
@@ -209,7 +209,7 @@ func TestRedeliveryOfARecordedAttemptOnlySchedules(t *testing.T) {
 	if meta, _ := again.Metadata(); meta.NumDelivered != 2 {
 		t.Fatalf("NumDelivered = %d, want the redelivery", meta.NumDelivered)
 	}
-	if err := o.pipe.HandleEvent(ctx, again); err != nil {
+	if err := o.pipe.HandleEvent(ctx, again, noSlot{}); err != nil {
 		t.Fatalf("HandleEvent of the redelivery = %v, want nil", err)
 	}
 	if got := o.scheduledAttempt(t, rec.ID); got != "2" {
