@@ -1,7 +1,13 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,5 +96,118 @@ func TestReadProcSelf(t *testing.T) {
 	}
 	if s.RSSBytes <= 0 || s.HWMBytes < s.RSSBytes {
 		t.Fatalf("%+v", s)
+	}
+}
+
+func TestArrivalSeries(t *testing.T) {
+	base := time.Unix(1000, 0)
+	at := func(d time.Duration) int64 { return base.Add(d).UnixNano() }
+	tr := &tracker{}
+	arrivals := []time.Duration{
+		-time.Second,            // before the start: apart
+		100 * time.Millisecond,  // second 0
+		900 * time.Millisecond,  // second 0
+		2500 * time.Millisecond, // second 2 (second 1 has none)
+		3 * time.Second,         // second 3: the last
+		0,                       // never arrived
+	}
+	for i, a := range arrivals {
+		tr.published.set(uint64(i), at(-2*time.Second))
+		if a != 0 {
+			tr.arrived.set(uint64(i), at(a))
+		}
+	}
+	tr.sent.Store(int64(len(arrivals)))
+	s, before := arrivalSeries(tr, everyEvent, at(0))
+	if before != 1 || s.Delivered != 4 || s.FirstSeconds != 0.1 || s.Seconds != 3 || s.Rate != round3(4.0/3) {
+		t.Fatalf("before %d, %+v", before, s)
+	}
+	if !slices.Equal(s.PerSecond, []int64{2, 0, 1, 1}) || s.ZeroSeconds != 1 {
+		t.Fatalf("per second %v, zero %d", s.PerSecond, s.ZeroSeconds)
+	}
+}
+
+func TestBurstRatios(t *testing.T) {
+	mk := func(name string, rate float64) *Result {
+		return &Result{Name: name, Burst: &BurstStats{DrainSeries: DrainSeries{Rate: rate}}}
+	}
+	r := &Report{Scenarios: []*Result{mk("burst1", 900), mk("burst10", 500)}}
+	r.burstRatios()
+	if r.Scenarios[0].Burst.DrainRateRatioToBurst20 != 0 {
+		t.Fatal("a ratio without burst20")
+	}
+	r.Scenarios = append(r.Scenarios, mk("burst20", 1000), mk("burst1000", 1100))
+	r.finish()
+	for i, want := range []float64{0.9, 0.5, 0, 1.1} {
+		if got := r.Scenarios[i].Burst.DrainRateRatioToBurst20; got != want {
+			t.Fatalf("%s: %v, want %v", r.Scenarios[i].Name, got, want)
+		}
+	}
+}
+
+func TestRecorderConcurrency(t *testing.T) {
+	r := &recorder{}
+	get := func(query string) concurrency {
+		w := httptest.NewRecorder()
+		r.serveConcurrency(w, httptest.NewRequest(http.MethodGet, "/bench/concurrency"+query, nil))
+		var c concurrency
+		if err := json.Unmarshal(w.Body.Bytes(), &c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for range 5 {
+		r.enter()
+	}
+	r.inFlight.Add(-3)
+	r.enter()
+	if c := get("?reset=1"); c != (concurrency{Max: 5, Now: 3, Requests: 6}) {
+		t.Fatalf("%+v", c)
+	}
+	if c := get(""); c != (concurrency{Max: 3, Now: 3, Requests: 6}) {
+		t.Fatalf("after reset: %+v", c)
+	}
+}
+
+func TestDelayedScheduleTopsUpTheBacklog(t *testing.T) {
+	tr := &tracker{perIntegration: make([]atomic.Int64, 2)}
+	s := &delayedSchedule{tr: tr, backlog: 3, start: time.Now(), until: time.Now().Add(time.Minute)}
+	tr.integrationOf = s.integrationOf
+	pace := s.pace(context.Background())
+	for i := range uint64(3) {
+		if !pace(i) || s.integrationOf(i) != 0 {
+			t.Fatalf("event %d: not to the delayed integration", i)
+		}
+	}
+	tr.perIntegration[0].Add(2) // two arrived: two more may go
+	for i := uint64(3); i < 5; i++ {
+		if !pace(i) || s.integrationOf(i) != 0 {
+			t.Fatalf("event %d: not to the delayed integration", i)
+		}
+	}
+	if s.delayedSent != 5 {
+		t.Fatal(s.delayedSent)
+	}
+	s.until = time.Now()
+	if pace(5) {
+		t.Fatal("paced after until")
+	}
+}
+
+func TestParseScenarios(t *testing.T) {
+	std, err := parseScenarios("standard")
+	if err != nil || len(std) != 5 || std["burst20"] || std["slow"] {
+		t.Fatalf("standard: %v %v", std, err)
+	}
+	flow, err := parseScenarios("flow")
+	if err != nil || len(flow) != 7 || !flow["burst1000"] || !flow["recovery"] || !flow["cap2"] || flow["max1"] {
+		t.Fatalf("flow: %v %v", flow, err)
+	}
+	one, err := parseScenarios("burst1, cap2")
+	if err != nil || len(one) != 2 || !one["burst1"] || !one["cap2"] {
+		t.Fatalf("burst1, cap2: %v %v", one, err)
+	}
+	if _, err := parseScenarios("burst2"); err == nil {
+		t.Fatal("burst2 accepted")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,7 +30,7 @@ import (
 // separately from the load generator's.
 //
 //	bench -child nats -store DIR
-//	bench -child receiver [-hang]
+//	bench -child receiver [-hang] [-delay D]
 //
 // A child prints "ready <address>" on stdout once it listens, and stops on
 // SIGTERM or when its stdin closes (the bench died).
@@ -93,14 +95,23 @@ func childNATS(ctx context.Context, args []string) error {
 // GET /bench/arrivals and teaches the receiver secrets with POST
 // /bench/secrets. The occurred_at based latency the receiver keeps itself
 // has millisecond resolution, too coarse for a 3 ms goal.
+//
+// The recorder also counts POST requests in flight (from entering its
+// ServeHTTP to leaving it, so a request held by -delay or -hang counts for
+// as long as it is held) and keeps the high-water mark: GET
+// /bench/concurrency answers {"max": n, "now": n, "requests": n}, where
+// requests is the number of POSTs that entered since the start; with
+// ?reset=1 the high-water mark starts again from the requests now in
+// flight, after the answer (which still carries the old mark).
 func childReceiver(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("receiver", flag.ContinueOnError)
 	hang := fs.Bool("hang", false, "hold every webhook until the client gives up")
+	delay := fs.Duration("delay", 0, "hold every webhook response this long first (a slow endpoint)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	rc, err := receiver.New(receiver.Config{
-		Faults:          receiver.Faults{Hang: *hang},
+		Faults:          receiver.Faults{Hang: *hang, Delay: receiver.Duration(*delay)},
 		DiscardArrivals: true,
 		MaxHang:         time.Minute,
 	})
@@ -111,6 +122,7 @@ func childReceiver(ctx context.Context, args []string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /bench/arrivals", rec.serveArrivals)
 	mux.HandleFunc("POST /bench/secrets", rec.serveSecrets)
+	mux.HandleFunc("GET /bench/concurrency", rec.serveConcurrency)
 	mux.Handle("/", rec)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -132,6 +144,48 @@ const arrivalRecordBytes = 16
 type recorder struct {
 	rc     *receiver.Receiver
 	shards [16]recordShard
+
+	inFlight atomic.Int64 // POSTs inside ServeHTTP now
+	maxSeen  atomic.Int64 // high-water mark of inFlight since the last reset
+	requests atomic.Int64 // POSTs that entered ServeHTTP
+}
+
+// enter counts one more POST in flight and raises the high-water mark.
+func (r *recorder) enter() {
+	r.requests.Add(1)
+	r.raise(r.inFlight.Add(1))
+}
+
+// raise lifts the high-water mark to n if it is below.
+func (r *recorder) raise(n int64) {
+	for {
+		m := r.maxSeen.Load()
+		if n <= m || r.maxSeen.CompareAndSwap(m, n) {
+			return
+		}
+	}
+}
+
+// concurrency is what GET /bench/concurrency answers.
+type concurrency struct {
+	Max      int64 `json:"max"`
+	Now      int64 `json:"now"`
+	Requests int64 `json:"requests"`
+}
+
+// serveConcurrency reports the in-flight POSTs and their high-water mark;
+// ?reset=1 restarts the mark from the requests in flight now.
+func (r *recorder) serveConcurrency(w http.ResponseWriter, req *http.Request) {
+	c := concurrency{Max: r.maxSeen.Load(), Now: r.inFlight.Load(), Requests: r.requests.Load()}
+	if req.URL.Query().Get("reset") == "1" {
+		// Zero first, then the count: a request entering in between
+		// raises the mark itself, and one that entered before is in the
+		// count read after the store.
+		r.maxSeen.Store(0)
+		r.raise(r.inFlight.Load())
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(c)
 }
 
 type recordShard struct {
@@ -159,6 +213,8 @@ func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.rc.ServeHTTP(w, req)
 		return
 	}
+	r.enter()
+	defer r.inFlight.Add(-1)
 	at := time.Now().UnixNano()
 	sw := &statusWriter{ResponseWriter: w}
 	r.rc.ServeHTTP(sw, req)

@@ -82,6 +82,9 @@ type tracker struct {
 	delivered  atomic.Int64 // distinct events arrived (2xx)
 	duplicates atomic.Int64 // 2xx arrivals of an event already arrived
 	unknown    atomic.Int64 // arrivals of an index never published
+	// perIntegration counts distinct events arrived per integration (by
+	// integrationOf), when it is not nil.
+	perIntegration []atomic.Int64
 
 	failedMu  sync.Mutex
 	failedIdx map[uint64]bool // events JetStream never stored
@@ -101,6 +104,27 @@ func (t *tracker) isFailed(i uint64) bool {
 	t.failedMu.Lock()
 	defer t.failedMu.Unlock()
 	return t.failedIdx[i]
+}
+
+// drainCheck returns a function that reports whether every stored event
+// the filter selects has arrived. A cursor per name remembers how far that
+// is already known, so polling it is cheap.
+func (t *tracker) drainCheck() func(name string, filter func(uint64) bool) bool {
+	cursors := map[string]uint64{}
+	return func(name string, filter func(uint64) bool) bool {
+		if t.acked.Load()+t.failed.Load() < t.sent.Load() {
+			return false
+		}
+		n := uint64(t.sent.Load())
+		i := cursors[name]
+		for ; i < n; i++ {
+			if filter(i) && t.arrived.get(i) == 0 && !t.isFailed(i) {
+				break
+			}
+		}
+		cursors[name] = i
+		return i == n
+	}
 }
 
 // bodies keeps one current 1 KiB envelope per integration, rebuilt by
@@ -323,6 +347,11 @@ func (t *tracker) collect(ctx context.Context, receivers []*proc, interval time.
 				case t.arrived.get(idx) == 0:
 					t.arrived.set(idx, at)
 					t.delivered.Add(1)
+					if t.perIntegration != nil {
+						if in := t.integrationOf(idx); in >= 0 && in < len(t.perIntegration) {
+							t.perIntegration[in].Add(1)
+						}
+					}
 				default:
 					t.duplicates.Add(1)
 				}

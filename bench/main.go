@@ -3,6 +3,7 @@
 //
 //	go run ./bench                       the standard scenarios (under 10 minutes)
 //	go run ./bench -scenarios soak       10 minutes at 50 % of max, memory over time
+//	go run ./bench -scenarios flow       the flow-control scenarios below (bench/results/flow.json)
 //	go run ./bench -help                 every flag
 //
 // Each scenario gets fresh processes: nats-server v2.15 (this binary run as
@@ -19,6 +20,47 @@
 // The raw ceiling is measured in the same run: a plain Go HTTP client
 // posting the same signed bodies to the same kind of receiver process with
 // the same concurrency. The exit status is 1 when any event was lost.
+//
+// Isolation as the flow-control issue states it, "50 of 100 integrations
+// hang (timeout), the other 50 take 600/s": the healthy half gets 25 % of
+// -max-rate and the hanging half the same again, so
+//
+//	go run ./bench -scenarios isolation -integrations 100 -max-rate 2400
+//
+// The flow-control scenarios (not part of standard; -scenarios flow runs
+// them all in this order, or name them one by one; flow.go has the details).
+// Each prints its numbers with the issue's goals in brackets, and the table
+// ends with them all:
+//
+//	burst1 burst10 burst20 burst1000
+//	    -burst-events (20000) events at once, round-robin over N integrations
+//	    on one healthy receiver, then wait until all arrived. Publish time,
+//	    drain time (first publish → last arrival), drain rate, deliveries in
+//	    every second and the seconds with none, latency p50/p99/max, lost,
+//	    duplicates, CPU. Drain rate over burst20's (goal ≥ 0.9) and p99 over
+//	    the drain time (goal ≤ 1.2; as defined it cannot exceed 1, since no
+//	    event is published before the first or arrives after the last).
+//	slow
+//	    one integration on a receiver taking -slow-delay (500ms) per request,
+//	    kept at -slow-backlog (3000) events outstanding; one on a fast receiver
+//	    at -slow-fast-rate (500/s). Deliveries/s and requests/s reaching the
+//	    slow endpoint in the window (goal ≥ 60/s), its concurrency high-water
+//	    mark, and the fast endpoint's throughput and p99.
+//	recovery
+//	    -recovery-events (5000) events to one integration on a hanging
+//	    receiver (attempt timeout -recovery-attempt-timeout, 15s; retries
+//	    every 5s), healed -recovery-settle (10s) after the last is stored:
+//	    seconds from the heal to the first delivery (goal ≤ 5) and to the
+//	    last, deliveries in every second after the heal, lost, duplicates.
+//	cap2
+//	    two dispatchers with DISPATCHER_ENDPOINT_MAX_CONCURRENCY=-cap (8), one
+//	    integration on a receiver taking -cap-delay (100ms) per request, kept
+//	    at -cap-backlog (2000) events outstanding: the receiver's concurrency
+//	    high-water mark (goal ≤ cap) and throughput (ideal cap/delay, 80/s).
+//
+// Other dispatcher settings go through -env K=V,K=V, e.g.
+//
+//	go run ./bench -scenarios flow -env DISPATCHER_ENDPOINT_MAX_CONCURRENCY=32
 package main
 
 import (
@@ -37,6 +79,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -59,6 +102,7 @@ type bench struct {
 	profileFor    time.Duration
 	attemptTO     string
 	dispatcherEnv map[string]string
+	flow          flowSettings
 	out           io.Writer
 }
 
@@ -83,7 +127,7 @@ func main() {
 func runMain(args []string) (int, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	b := &bench{out: os.Stdout, dispatcherEnv: map[string]string{}}
-	scenarios := fs.String("scenarios", "standard", "comma-separated: ceiling, max1, max2, latency, isolation; standard (all of them) or soak")
+	scenarios := fs.String("scenarios", "standard", "comma-separated: ceiling, max1, max2, latency, isolation; standard (all of them); soak; burst1, burst10, burst20, burst1000, slow, recovery, cap2; flow (all of those)")
 	outPath := fs.String("out", "", "JSON results file (default bench/results/<scenarios>.json)")
 	fs.IntVar(&b.concurrency, "concurrency", 512, "DISPATCHER_CONCURRENCY of each dispatcher, and the raw client's worker count")
 	fs.IntVar(&b.integrations, "integrations", 20, "integrations (webhooks) the load is spread over")
@@ -97,8 +141,19 @@ func runMain(args []string) (int, error) {
 	fs.DurationVar(&b.profileFor, "profile-seconds", 10*time.Second, "length of the CPU profile")
 	fs.StringVar(&b.attemptTO, "isolation-attempt-timeout", "15s", "DISPATCHER_ATTEMPT_TIMEOUT in the isolation scenario (SPEC: 15s)")
 	fs.StringVar(&b.dispatcherBin, "dispatcher-bin", "", "use this dispatcher binary instead of building ./dispatcher (A/B comparisons)")
+	fs.DurationVar(&b.flow.wait, "flow-wait", 5*time.Minute, "burst, recovery, slow, cap2: how long to wait for every event before counting the rest as lost")
+	fs.Int64Var(&b.flow.burstEvents, "burst-events", 20000, "burstN: events published at once")
+	fs.DurationVar(&b.flow.slowDelay, "slow-delay", 500*time.Millisecond, "slow: how long the slow receiver holds every response")
+	fs.Int64Var(&b.flow.slowBacklog, "slow-backlog", 3000, "slow: events to the slow endpoint kept published but not yet delivered")
+	fs.Float64Var(&b.flow.slowFastRate, "slow-fast-rate", 500, "slow: events/s offered to the fast endpoint")
+	fs.Int64Var(&b.flow.recoveryEvents, "recovery-events", 5000, "recovery: events published to the hanging endpoint")
+	fs.DurationVar(&b.flow.recoverySettle, "recovery-settle", 10*time.Second, "recovery: wait after the last event is stored before healing the endpoint")
+	fs.StringVar(&b.flow.recoveryTimeout, "recovery-attempt-timeout", "15s", "DISPATCHER_ATTEMPT_TIMEOUT in the recovery scenario (SPEC: 15s)")
+	fs.IntVar(&b.flow.cap, "cap", 8, "cap2: DISPATCHER_ENDPOINT_MAX_CONCURRENCY of both dispatchers")
+	fs.DurationVar(&b.flow.capDelay, "cap-delay", 100*time.Millisecond, "cap2: how long the receiver holds every response")
+	fs.Int64Var(&b.flow.capBacklog, "cap-backlog", 2000, "cap2: events kept published but not yet delivered")
 	reprint := fs.String("reprint", "", "read a results JSON file, recompute its derived numbers, print its table and write it back")
-	env := fs.String("env", "", "extra dispatcher environment, comma-separated K=V (e.g. DISPATCHER_INTEGRATION_IN_FLIGHT=64)")
+	env := fs.String("env", "", "extra dispatcher environment, comma-separated K=V (e.g. DISPATCHER_ENDPOINT_MAX_CONCURRENCY=32)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0, nil
@@ -113,22 +168,17 @@ func runMain(args []string) (int, error) {
 			b.dispatcherEnv[k] = v
 		}
 	}
-	want := map[string]bool{}
-	for _, s := range strings.Split(*scenarios, ",") {
-		switch s = strings.TrimSpace(s); s {
-		case "standard":
-			for _, n := range []string{"ceiling", "max1", "max2", "latency", "isolation"} {
-				want[n] = true
-			}
-		case "ceiling", "max1", "max2", "latency", "isolation", "soak":
-			want[s] = true
-		default:
-			return 2, fmt.Errorf("unknown scenario %q", s)
-		}
+	want, err := parseScenarios(*scenarios)
+	if err != nil {
+		return 2, err
+	}
+	wantFlow := false
+	for _, n := range flowScenarios {
+		wantFlow = wantFlow || want[n]
 	}
 	if *outPath == "" {
 		name := *scenarios
-		if name != "standard" && name != "soak" {
+		if name != "standard" && name != "soak" && name != "flow" {
 			name = "custom"
 		}
 		*outPath = filepath.Join("bench", "results", name+".json")
@@ -150,7 +200,7 @@ func runMain(args []string) (int, error) {
 	fmt.Fprintf(b.out, "machine: %d CPUs (%s), %.1f GiB, %s, nats-server %s, %s; load average %v\n",
 		report.Machine.CPUs, report.Machine.CPUModel, report.Machine.MemoryGiB, report.Machine.Go, report.Machine.NATSServer, report.Machine.Redis, loadAvg())
 
-	if b.dispatcherBin == "" && (want["max1"] || want["max2"] || want["latency"] || want["isolation"] || want["soak"]) {
+	if b.dispatcherBin == "" && (want["max1"] || want["max2"] || want["latency"] || want["isolation"] || want["soak"] || wantFlow) {
 		fmt.Fprintln(b.out, "building ./dispatcher …")
 		b.dispatcherBin = filepath.Join(dir, "dispatcher")
 		build := exec.CommandContext(ctx, "go", "build", "-o", b.dispatcherBin, "./dispatcher")
@@ -159,14 +209,18 @@ func runMain(args []string) (int, error) {
 		}
 	}
 
+	record := func(res *Result) {
+		report.Scenarios = append(report.Scenarios, res)
+		report.burstRatios()
+		res.printSummary(b.out)
+	}
 	run := func(sc scenario) (*Result, error) {
 		fmt.Fprintf(b.out, "\n== %s: %s\n", sc.Name, sc.Description)
 		res, err := b.runScenario(ctx, sc)
 		if err != nil {
 			return nil, fmt.Errorf("scenario %s: %w", sc.Name, err)
 		}
-		res.printSummary(b.out)
-		report.Scenarios = append(report.Scenarios, res)
+		record(res)
 		return res, nil
 	}
 
@@ -215,10 +269,63 @@ func runMain(args []string) (int, error) {
 				"DISPATCHER_ATTEMPT_TIMEOUT": b.attemptTO,
 				// Short retries so that, once the endpoint is healed at the
 				// end, every event still arrives and loss can be counted.
-				"DISPATCHER_RETRY_SCHEDULE": "5s,5s,5s,5s,5s,5s,5s,5s,5s",
+				"DISPATCHER_RETRY_SCHEDULE": shortRetries,
 			},
 		}
 		if _, err := run(sc); err != nil {
+			return 2, err
+		}
+	}
+	// The flow-control scenarios (flow.go), in flowScenarios' order.
+	runFlow := func(sc scenario, f func(scenario) (*Result, error)) error {
+		fmt.Fprintf(b.out, "\n== %s: %s\n", sc.Name, sc.Description)
+		res, err := f(sc)
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", sc.Name, err)
+		}
+		record(res)
+		return nil
+	}
+	for _, n := range burstSizes {
+		sc := scenario{Name: fmt.Sprintf("burst%d", n), Dispatchers: 1, Mode: "burst",
+			Description: fmt.Sprintf("%d events at once, round-robin over %d integration(s) on one healthy receiver, one dispatcher; wait until drained", b.flow.burstEvents, n)}
+		if want[sc.Name] {
+			if err := runFlow(sc, func(sc scenario) (*Result, error) { return b.runBurst(ctx, sc, n) }); err != nil {
+				return 2, err
+			}
+		}
+	}
+	if want["slow"] {
+		sc := scenario{Name: "slow", Dispatchers: 1, Mode: "slow", Rate: b.flow.slowFastRate,
+			Description: fmt.Sprintf("one integration on a receiver that takes %s per request, kept at %d events outstanding; one on a fast receiver at %.0f/s; one dispatcher",
+				b.flow.slowDelay, b.flow.slowBacklog, b.flow.slowFastRate)}
+		if err := runFlow(sc, func(sc scenario) (*Result, error) {
+			return b.runDelayed(ctx, delayedSpec{sc: sc, receiver: "receiver-slow", delay: b.flow.slowDelay, backlog: b.flow.slowBacklog, fastRate: b.flow.slowFastRate})
+		}); err != nil {
+			return 2, err
+		}
+	}
+	if want["recovery"] {
+		sc := scenario{Name: "recovery", Dispatchers: 1, Mode: "recovery",
+			Description: fmt.Sprintf("%d events at once to one integration whose endpoint hangs (attempt timeout %s, retries every 5s); healed %s after the last is stored; one dispatcher",
+				b.flow.recoveryEvents, b.flow.recoveryTimeout, b.flow.recoverySettle),
+			Env: map[string]string{
+				"DISPATCHER_ATTEMPT_TIMEOUT": b.flow.recoveryTimeout,
+				// Short retries: nothing exhausts its attempts before the heal.
+				"DISPATCHER_RETRY_SCHEDULE": shortRetries,
+			}}
+		if err := runFlow(sc, func(sc scenario) (*Result, error) { return b.runRecovery(ctx, sc) }); err != nil {
+			return 2, err
+		}
+	}
+	if want["cap2"] {
+		sc := scenario{Name: "cap2", Dispatchers: 2, Mode: "cap",
+			Description: fmt.Sprintf("two dispatchers with DISPATCHER_ENDPOINT_MAX_CONCURRENCY=%d; one integration on a receiver that takes %s per request, kept at %d events outstanding",
+				b.flow.cap, b.flow.capDelay, b.flow.capBacklog),
+			Env: map[string]string{"DISPATCHER_ENDPOINT_MAX_CONCURRENCY": strconv.Itoa(b.flow.cap)}}
+		if err := runFlow(sc, func(sc scenario) (*Result, error) {
+			return b.runDelayed(ctx, delayedSpec{sc: sc, receiver: "receiver-delayed", delay: b.flow.capDelay, backlog: b.flow.capBacklog, cap: b.flow.cap})
+		}); err != nil {
 			return 2, err
 		}
 	}
@@ -243,6 +350,31 @@ func runMain(args []string) (int, error) {
 		return 1, fmt.Errorf("%d events lost", lost)
 	}
 	return 0, nil
+}
+
+// parseScenarios reads -scenarios: names and the groups standard and flow.
+func parseScenarios(list string) (map[string]bool, error) {
+	want := map[string]bool{}
+	for _, s := range strings.Split(list, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "standard":
+			for _, n := range []string{"ceiling", "max1", "max2", "latency", "isolation"} {
+				want[n] = true
+			}
+		case "flow":
+			for _, n := range flowScenarios {
+				want[n] = true
+			}
+		case "ceiling", "max1", "max2", "latency", "isolation", "soak":
+			want[s] = true
+		default:
+			if !slices.Contains(flowScenarios, s) {
+				return nil, fmt.Errorf("unknown scenario %q", s)
+			}
+			want[s] = true
+		}
+	}
+	return want, nil
 }
 
 // machineInfo describes the machine and the versions in use.
@@ -293,48 +425,20 @@ type scenario struct {
 }
 
 func (b *bench) runScenario(ctx context.Context, sc scenario) (_ *Result, err error) {
-	res := &Result{Name: sc.Name, Description: sc.Description, Dispatchers: sc.Dispatchers, Integrations: b.integrations,
-		Mode: sc.Mode, OfferedRate: sc.Rate, StartedAt: time.Now().UTC(), LoadAvgBefore: loadAvg(), DispatcherEnv: map[string]string{}}
-	st, err := b.newStack(ctx, sc.Name)
+	res := b.newResult(sc, b.integrations)
+	specs := []receiverSpec{{name: "receiver"}}
+	if sc.Hanging {
+		specs = append(specs, receiverSpec{name: "receiver-hanging", args: []string{"-hang"}})
+	}
+	st, receivers, err := b.startStack(ctx, sc, res, specs)
 	if err != nil {
 		return nil, err
 	}
 	defer st.close()
-	if err := st.startNATS(ctx); err != nil {
-		return nil, err
-	}
-	if err := st.startRedis(ctx); err != nil {
-		return nil, err
-	}
-	healthyRecv, err := st.startChild(ctx, "receiver", "receiver")
-	if err != nil {
-		return nil, err
-	}
-	receivers := []*proc{healthyRecv}
+	healthyRecv := receivers[0]
 	var hangingRecv *proc
 	if sc.Hanging {
-		hangingRecv, err = st.startChild(ctx, "receiver-hanging", "receiver", "-hang")
-		if err != nil {
-			return nil, err
-		}
-		receivers = append(receivers, hangingRecv)
-	}
-	env := map[string]string{}
-	for k, v := range b.dispatcherEnv {
-		env[k] = v
-	}
-	for k, v := range sc.Env {
-		env[k] = v
-	}
-	for k, v := range env {
-		res.DispatcherEnv[k] = v
-	}
-	res.DispatcherEnv["DISPATCHER_CONCURRENCY"] = strconv.Itoa(b.concurrency)
-	res.DispatcherEnv["DISPATCHER_LOG_LEVEL"] = b.logLevel
-	for range sc.Dispatchers {
-		if _, err := st.startDispatcher(ctx, env); err != nil {
-			return nil, err
-		}
+		hangingRecv = receivers[1]
 	}
 	hangingFrom := b.integrations
 	if sc.Hanging {
@@ -353,19 +457,13 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (_ *Result, err er
 	for i := hangingFrom; i < len(ints); i++ {
 		ints[i].hanging = true
 	}
-	bods, err := newBodies(ints)
+	tf, err := startTraffic(ctx, ints, receivers, roundRobin(len(ints)))
 	if err != nil {
 		return nil, err
 	}
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	defer stopLoad()
-	go bods.run(loadCtx)
-
-	tr := &tracker{runMillis: time.Now().UnixMilli(), integrationOf: func(i uint64) int { return int(i % uint64(len(ints))) }}
-	collectCtx, stopCollect := context.WithCancel(ctx)
-	collected := make(chan struct{})
-	go func() { tr.collect(collectCtx, receivers, 100*time.Millisecond); close(collected) }()
-	defer func() { stopCollect(); <-collected }()
+	defer tf.close()
+	tr := tf.tr
+	loadCtx := tf.loadCtx
 
 	start := time.Now()
 	ws, we := start.Add(b.warmup), start.Add(b.warmup+b.measure)
@@ -379,7 +477,7 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (_ *Result, err er
 		pace = paceRate(loadCtx, start, sc.Rate, we)
 	}
 	published := make(chan struct{})
-	go func() { tr.publisherLoop(loadCtx, st.js, bods, pace); close(published) }()
+	go func() { tr.publisherLoop(loadCtx, st.js, tf.bods, pace); close(published) }()
 
 	// Samples at the window's edges give each process's CPU seconds.
 	sleepUntil(ctx, ws)
@@ -420,23 +518,7 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (_ *Result, err er
 
 	// Wait for the end: every stored event to a healthy endpoint arrives.
 	isHealthy := func(i uint64) bool { return !ints[tr.integrationOf(i)].hanging }
-	// drained reports whether every stored event the filter selects has
-	// arrived; the cursor remembers how far that is already known.
-	cursors := map[string]uint64{}
-	drained := func(name string, filter func(uint64) bool) bool {
-		if tr.acked.Load()+tr.failed.Load() < tr.sent.Load() {
-			return false
-		}
-		n := uint64(tr.sent.Load())
-		i := cursors[name]
-		for ; i < n; i++ {
-			if filter(i) && tr.arrived.get(i) == 0 && !tr.isFailed(i) {
-				break
-			}
-		}
-		cursors[name] = i
-		return i == n
-	}
+	drained := tr.drainCheck()
 	drainStart := time.Now()
 	_ = waitFor(ctx, 60*time.Second, "healthy deliveries", func() bool { return drained("healthy", isHealthy) })
 	res.DrainSeconds = time.Since(drainStart).Seconds()
@@ -448,20 +530,15 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (_ *Result, err er
 		// own delay, up to a minute, possibly several times. Anything not
 		// arrived after healingWait counts as lost.
 		const healingWait = 5 * time.Minute
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+hangingRecv.addr+"/faults", strings.NewReader(`{}`))
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
+		heal(ctx, hangingRecv)
 		healStart := time.Now()
-		if err := waitFor(ctx, healingWait, "deliveries to the healed endpoint", func() bool { return drained("all", func(uint64) bool { return true }) }); err != nil {
+		if err := waitFor(ctx, healingWait, "deliveries to the healed endpoint", func() bool { return drained("all", everyEvent) }); err != nil {
 			res.Notes = append(res.Notes, fmt.Sprintf("after the run the hanging endpoint was healed; not all of its events arrived within %s", healingWait))
 		} else {
 			res.Notes = append(res.Notes, fmt.Sprintf("after the run the hanging endpoint was healed; its events arrived within %.0fs", time.Since(healStart).Seconds()))
 		}
 	}
-	stopCollect()
-	<-collected
-	stopCollect = func() {}
+	tf.finishCollect()
 	end := st.sampleAll()
 	res.LoadAvgAfter = loadAvg()
 
@@ -469,7 +546,7 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (_ *Result, err er
 	res.WarmupSeconds, res.WindowSeconds = b.warmup.Seconds(), window.Seconds()
 	res.PublishFailed = tr.failed.Load()
 	res.UnknownArrivals = tr.unknown.Load()
-	res.All = subsetStats(tr, func(uint64) bool { return true }, ws, we)
+	res.All = subsetStats(tr, everyEvent, ws, we)
 	res.Healthy = subsetStats(tr, isHealthy, ws, we)
 	if sc.Hanging {
 		h := subsetStats(tr, func(i uint64) bool { return !isHealthy(i) }, ws, we)
@@ -477,9 +554,141 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (_ *Result, err er
 	}
 	res.Throughput = res.Healthy.Throughput
 	res.Latency = res.Healthy.Latency
-	if total1 > total0 {
-		res.MachineBusyPercent = 100 * float64(busy1-busy0) / float64(total1-total0)
+	res.MachineBusyPercent = busyPercent(busy0, total0, busy1, total1)
+	res.Processes = processStats(st, before, after, end, window.Seconds(), res.Healthy.InWindow)
+	return res, nil
+}
+
+// newResult starts a scenario's Result.
+func (b *bench) newResult(sc scenario, integrations int) *Result {
+	return &Result{Name: sc.Name, Description: sc.Description, Dispatchers: sc.Dispatchers, Integrations: integrations,
+		Mode: sc.Mode, OfferedRate: sc.Rate, StartedAt: time.Now().UTC(), LoadAvgBefore: loadAvg(), DispatcherEnv: map[string]string{}}
+}
+
+// receiverSpec is one receiver process of a scenario: its name (the
+// process table's) and its child flags (-hang, -delay D).
+type receiverSpec struct {
+	name string
+	args []string
+}
+
+// startStack starts a scenario's fresh processes: NATS, Redis, the
+// receivers in the order given, then sc.Dispatchers dispatchers with the
+// run's -env and the scenario's Env on top (both recorded in
+// res.DispatcherEnv). On an error it stops what it started.
+func (b *bench) startStack(ctx context.Context, sc scenario, res *Result, specs []receiverSpec) (_ *stack, _ []*proc, err error) {
+	st, err := b.newStack(ctx, sc.Name)
+	if err != nil {
+		return nil, nil, err
 	}
+	defer func() {
+		if err != nil {
+			st.close()
+		}
+	}()
+	if err := st.startNATS(ctx); err != nil {
+		return nil, nil, err
+	}
+	if err := st.startRedis(ctx); err != nil {
+		return nil, nil, err
+	}
+	var receivers []*proc
+	for _, spec := range specs {
+		p, err := st.startChild(ctx, spec.name, "receiver", spec.args...)
+		if err != nil {
+			return nil, nil, err
+		}
+		receivers = append(receivers, p)
+	}
+	env := map[string]string{}
+	for k, v := range b.dispatcherEnv {
+		env[k] = v
+	}
+	for k, v := range sc.Env {
+		env[k] = v
+	}
+	for k, v := range env {
+		res.DispatcherEnv[k] = v
+	}
+	res.DispatcherEnv["DISPATCHER_CONCURRENCY"] = strconv.Itoa(b.concurrency)
+	res.DispatcherEnv["DISPATCHER_LOG_LEVEL"] = b.logLevel
+	for range sc.Dispatchers {
+		if _, err := st.startDispatcher(ctx, env); err != nil {
+			return nil, nil, err
+		}
+	}
+	return st, receivers, nil
+}
+
+// traffic is a scenario's load generator and arrival collector.
+type traffic struct {
+	tr   *tracker
+	bods *bodies
+	// loadCtx ends with stopLoad: the publisher and the body refresher.
+	loadCtx     context.Context
+	stopLoad    context.CancelFunc
+	stopCollect context.CancelFunc
+	collected   chan struct{}
+}
+
+// startTraffic builds the integrations' bodies (refreshed until stopLoad)
+// and starts collecting arrivals from the receivers every 100 ms.
+// integrationOf says which integration event i goes to.
+func startTraffic(ctx context.Context, ints []integration, receivers []*proc, integrationOf func(uint64) int) (*traffic, error) {
+	bods, err := newBodies(ints)
+	if err != nil {
+		return nil, err
+	}
+	tf := &traffic{bods: bods, collected: make(chan struct{})}
+	tf.loadCtx, tf.stopLoad = context.WithCancel(ctx)
+	go bods.run(tf.loadCtx)
+	tf.tr = &tracker{runMillis: time.Now().UnixMilli(), integrationOf: integrationOf, perIntegration: make([]atomic.Int64, len(ints))}
+	collectCtx, stopCollect := context.WithCancel(ctx)
+	tf.stopCollect = stopCollect
+	go func() { tf.tr.collect(collectCtx, receivers, 100*time.Millisecond); close(tf.collected) }()
+	return tf, nil
+}
+
+// finishCollect stops the collector after one last fetch and waits for it.
+// It may be called more than once.
+func (tf *traffic) finishCollect() {
+	tf.stopCollect()
+	<-tf.collected
+}
+
+func (tf *traffic) close() {
+	tf.finishCollect()
+	tf.stopLoad()
+}
+
+// roundRobin spreads events over n integrations in turn.
+func roundRobin(n int) func(uint64) int {
+	return func(i uint64) int { return int(i % uint64(n)) }
+}
+
+func everyEvent(uint64) bool { return true }
+
+// heal clears a receiver's faults (PUT /faults {}), as an operator fixing
+// the endpoint would: requests arriving from now on are answered at once.
+func heal(ctx context.Context, p *proc) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+p.addr+"/faults", strings.NewReader(`{}`))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
+}
+
+func busyPercent(busy0, total0, busy1, total1 time.Duration) float64 {
+	if total1 > total0 {
+		return 100 * float64(busy1-busy0) / float64(total1-total0)
+	}
+	return 0
+}
+
+// processStats is every process's CPU between the samples before and
+// after (seconds apart), per delivery of the deliveries counted in that
+// time, and its peak RSS as of end (or after).
+func processStats(st *stack, before, after, end map[string]procSample, seconds float64, deliveries int64) []ProcessStats {
+	var out []ProcessStats
 	for _, p := range append(st.procs, &proc{name: "loadgen"}) {
 		s0, ok0 := before[p.name]
 		s1, ok1 := after[p.name]
@@ -490,13 +699,15 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (_ *Result, err er
 		if ps.PeakRSSMiB == 0 {
 			ps.PeakRSSMiB = mib(s1.HWMBytes)
 		}
-		ps.CPUPercent = 100 * ps.CPUSeconds / window.Seconds()
-		if res.Healthy.InWindow > 0 {
-			ps.CPUMicrosPerDelivery = round3(1e6 * ps.CPUSeconds / float64(res.Healthy.InWindow))
+		if seconds > 0 {
+			ps.CPUPercent = 100 * ps.CPUSeconds / seconds
 		}
-		res.Processes = append(res.Processes, ps)
+		if deliveries > 0 {
+			ps.CPUMicrosPerDelivery = round3(1e6 * ps.CPUSeconds / float64(deliveries))
+		}
+		out = append(out, ps)
 	}
-	return res, nil
+	return out
 }
 
 // saveProfiles takes a CPU profile of dispatcher-1 during the window and a

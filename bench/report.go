@@ -98,6 +98,106 @@ type Result struct {
 	Memory             []MemSample    `json:"memory,omitempty"`
 	MemoryTrend        []Trend        `json:"memory_trend,omitempty"`
 	Notes              []string       `json:"notes,omitempty"`
+	// The flow-control scenarios' own numbers (see flow.go).
+	Burst    *BurstStats    `json:"burst,omitempty"`
+	Delayed  *DelayedStats  `json:"delayed,omitempty"`
+	Recovery *RecoveryStats `json:"recovery,omitempty"`
+}
+
+// DrainSeries is how a backlog drained: first arrivals in every wall-clock
+// second from its start (burst: the first publish; recovery: the heal) up
+// to the last arrival. The last entry covers a partial second.
+type DrainSeries struct {
+	// FirstSeconds is the start to the first arrival.
+	FirstSeconds float64 `json:"first_delivery_s"`
+	// Seconds is the start to the last arrival: the drain time.
+	Seconds float64 `json:"drain_s"`
+	// Delivered counts the events that arrived after the start; Rate is
+	// Delivered over Seconds.
+	Delivered int64   `json:"drained"`
+	Rate      float64 `json:"drain_rate_per_s"`
+	PerSecond []int64 `json:"deliveries_per_s"`
+	// ZeroSeconds counts the entries of PerSecond with no delivery: the
+	// seconds without one before the backlog was drained.
+	ZeroSeconds int `json:"zero_seconds"`
+	// TimedOut: not every event arrived within -flow-wait.
+	TimedOut bool `json:"timed_out,omitempty"`
+}
+
+// BurstStats is a burst scenario's drain. Result.Latency is publish →
+// arrival of every event, Result.Throughput the drain rate.
+type BurstStats struct {
+	Events int64 `json:"events"`
+	// PublishSeconds is the first publish call to the last; StoredSeconds
+	// the first publish call to JetStream's ack of every event.
+	PublishSeconds float64 `json:"publish_s"`
+	StoredSeconds  float64 `json:"stored_s"`
+	DrainSeries
+	// P99OverDrain is the p99 latency over the drain time. Every event is
+	// published after the first and arrives by the last arrival, so it is
+	// at most 1 by construction.
+	P99OverDrain float64 `json:"p99_over_drain"`
+	// DrainRateRatioToBurst20 is the drain rate over burst20's in the same
+	// run (when burst20 ran).
+	DrainRateRatioToBurst20 float64 `json:"drain_rate_ratio_to_burst20,omitempty"`
+}
+
+// DelayedStats are the slow and cap2 scenarios' numbers: integration 0 is
+// on a receiver that holds every response for Delay, kept at Backlog
+// events published but not yet arrived. Window numbers are of the
+// measurement window; arrival times at that receiver are when the request
+// came in, before the delay.
+type DelayedStats struct {
+	Delay   string `json:"delay"`
+	Backlog int64  `json:"backlog"`
+	// Cap is the DISPATCHER_ENDPOINT_MAX_CONCURRENCY the scenario set.
+	Cap int `json:"cap,omitempty"`
+	// Delayed counts the events to the delayed receiver; its Throughput is
+	// the distinct events arrived there per second of the window.
+	Delayed Subset `json:"delayed"`
+	// RequestsPerSecond counts every POST that reached the delayed
+	// receiver in the window (its own counter: retries and requests given
+	// up during the delay too).
+	RequestsPerSecond float64 `json:"requests_per_s"`
+	// MaxConcurrency is the delayed receiver's high-water mark of POSTs in
+	// flight from its start to the window's end; MaxConcurrencyWindow that
+	// of the window alone.
+	MaxConcurrency       int64 `json:"max_concurrency"`
+	MaxConcurrencyWindow int64 `json:"max_concurrency_in_window"`
+	// IdealPerSecond is Cap over Delay (cap2).
+	IdealPerSecond float64 `json:"ideal_per_s,omitempty"`
+	// FastOfferedRate is the rate offered to the fast integration (slow),
+	// whose numbers are Result.Healthy.
+	FastOfferedRate float64 `json:"fast_offered_per_s,omitempty"`
+}
+
+// RecoveryStats is the recovery scenario's: a hanging endpoint healed
+// with a backlog waiting. The DrainSeries starts at the heal.
+type RecoveryStats struct {
+	Events int64 `json:"events"`
+	// StoredSeconds is the first publish to JetStream's ack of every event;
+	// SettleSeconds the wait after that before the heal.
+	StoredSeconds float64 `json:"stored_s"`
+	SettleSeconds float64 `json:"settle_s"`
+	// ConsumersAtHeal is the JetStream consumers' state just before the heal.
+	ConsumersAtHeal []ConsumerState `json:"consumers_at_heal,omitempty"`
+	// RequestsBeforeHeal counts the POSTs the hanging receiver got before
+	// the heal; HeldAtHeal those it was holding at the heal.
+	RequestsBeforeHeal int64 `json:"requests_before_heal"`
+	HeldAtHeal         int64 `json:"held_at_heal"`
+	// ArrivedBeforeHeal must be 0: the receiver answered nothing before.
+	ArrivedBeforeHeal int64 `json:"arrived_before_heal"`
+	DrainSeries
+}
+
+// ConsumerState is one JetStream consumer at a moment.
+type ConsumerState struct {
+	Stream         string `json:"stream"`
+	StreamMessages uint64 `json:"stream_messages"`
+	Consumer       string `json:"consumer"`
+	NumPending     uint64 `json:"num_pending"`
+	NumAckPending  int    `json:"num_ack_pending"`
+	NumRedelivered int    `json:"num_redelivered"`
 }
 
 // Subset counts a group of events.
@@ -229,6 +329,26 @@ func (r *Report) finish() {
 		}
 		s.MemoryTrend = memoryTrends(s.Memory)
 	}
+	r.burstRatios()
+}
+
+// burstRatios sets each burst scenario's drain rate over burst20's, once
+// burst20 has run.
+func (r *Report) burstRatios() {
+	var base *BurstStats
+	for _, s := range r.Scenarios {
+		if s.Name == "burst20" && s.Burst != nil {
+			base = s.Burst
+		}
+	}
+	if base == nil || base.Rate <= 0 {
+		return
+	}
+	for _, s := range r.Scenarios {
+		if s.Burst != nil && s.Burst != base {
+			s.Burst.DrainRateRatioToBurst20 = round3(s.Burst.Rate / base.Rate)
+		}
+	}
 }
 
 func memoryTrends(samples []MemSample) []Trend {
@@ -298,8 +418,8 @@ func (r *Report) totalLost() int64 {
 
 func (res *Result) printSummary(w io.Writer) {
 	h := res.Healthy
-	fmt.Fprintf(w, "   published %d, delivered %d, lost %d, duplicates %d; %.0f deliveries/s in the %.0fs window; latency p50 %.2f p90 %.2f p99 %.2f max %.2f ms\n",
-		res.All.Published, res.All.Delivered, res.All.Lost, res.All.Duplicates, h.Throughput, res.WindowSeconds,
+	fmt.Fprintf(w, "   published %d, delivered %d, lost %d, duplicates %d; %.0f deliveries/s in the %ss window; latency p50 %.2f p90 %.2f p99 %.2f max %.2f ms\n",
+		res.All.Published, res.All.Delivered, res.All.Lost, res.All.Duplicates, h.Throughput, formatSeconds(res.WindowSeconds),
 		h.Latency.P50, h.Latency.P90, h.Latency.P99, h.Latency.Max)
 	if res.Hanging != nil {
 		fmt.Fprintf(w, "   hanging integrations: published %d, delivered %d (after healing), lost %d\n", res.Hanging.Published, res.Hanging.Delivered, res.Hanging.Lost)
@@ -319,6 +439,79 @@ func (res *Result) printSummary(w io.Writer) {
 	for _, n := range res.Notes {
 		fmt.Fprintf(w, "   note: %s\n", n)
 	}
+	if line := res.flowLine(); line != "" {
+		fmt.Fprintf(w, "   %s\n", line)
+	}
+	if s := res.drainSeries(); s != nil {
+		fmt.Fprintf(w, "   deliveries per second: %s\n", formatPerSecond(s.PerSecond))
+	}
+}
+
+func (res *Result) drainSeries() *DrainSeries {
+	switch {
+	case res.Burst != nil:
+		return &res.Burst.DrainSeries
+	case res.Recovery != nil:
+		return &res.Recovery.DrainSeries
+	}
+	return nil
+}
+
+// flowLine is a flow-control scenario's result in one line, with the
+// issue's goals in brackets; "" for other scenarios.
+func (res *Result) flowLine() string {
+	lostDup := fmt.Sprintf("lost %d, duplicates %d", res.All.Lost, res.All.Duplicates)
+	switch {
+	case res.Burst != nil:
+		b := res.Burst
+		ratio := "(no burst20 result yet)"
+		if res.Name == "burst20" {
+			ratio = "(the reference)"
+		} else if b.DrainRateRatioToBurst20 > 0 {
+			ratio = fmt.Sprintf("%.3f of burst20's [≥ 0.9]", b.DrainRateRatioToBurst20)
+		}
+		return fmt.Sprintf("%d events over %d integration(s): published in %.2fs (stored %.2fs); first delivery %.2fs; drained in %.2fs = %.0f/s %s; latency p50 %.0f p99 %.0f max %.0f ms, p99/drain %.3f [≤ 1.2]; %d zero second(s) of %d; %s",
+			b.Events, res.Integrations, b.PublishSeconds, b.StoredSeconds, b.FirstSeconds, b.Seconds, b.Rate, ratio,
+			res.Latency.P50, res.Latency.P99, res.Latency.Max, b.P99OverDrain, b.ZeroSeconds, len(b.PerSecond), lostDup)
+	case res.Recovery != nil:
+		r := res.Recovery
+		return fmt.Sprintf("%d events; at the heal the receiver held %d request(s) (%d in all before); first delivery %.2fs after the heal [≤ 5]; drained %.2fs after the heal (%.0f/s); %d zero second(s) of %d; %d arrived before the heal; %s",
+			r.Events, r.HeldAtHeal, r.RequestsBeforeHeal, r.FirstSeconds, r.Seconds, r.Rate, r.ZeroSeconds, len(r.PerSecond), r.ArrivedBeforeHeal, lostDup)
+	case res.Delayed != nil && res.Delayed.Cap > 0:
+		d := res.Delayed
+		return fmt.Sprintf("%s receiver, cap %d: max concurrency %d (%d in the window) [≤ %d]; %.1f deliveries/s, %.1f requests/s [ideal %.0f/s]; %s",
+			d.Delay, d.Cap, d.MaxConcurrency, d.MaxConcurrencyWindow, d.Cap, d.Delayed.Throughput, d.RequestsPerSecond, d.IdealPerSecond, lostDup)
+	case res.Delayed != nil:
+		d := res.Delayed
+		return fmt.Sprintf("slow endpoint (%s): %.1f deliveries/s, %.1f requests/s [≥ 60], max concurrency %d (%d in the window); fast endpoint: %.0f/s of %.0f offered, p50 %.2f p99 %.2f ms; %s",
+			d.Delay, d.Delayed.Throughput, d.RequestsPerSecond, d.MaxConcurrency, d.MaxConcurrencyWindow,
+			res.Healthy.Throughput, d.FastOfferedRate, res.Healthy.Latency.P50, res.Healthy.Latency.P99, lostDup)
+	}
+	return ""
+}
+
+// formatSeconds prints whole seconds, or two decimals under 10 s (a burst
+// drains in under a second).
+func formatSeconds(s float64) string {
+	if s < 10 {
+		return fmt.Sprintf("%.2f", s)
+	}
+	return fmt.Sprintf("%.0f", s)
+}
+
+// formatPerSecond prints a per-second series, eliding the middle of a long one.
+func formatPerSecond(ps []int64) string {
+	str := func(vs []int64) string {
+		parts := make([]string, len(vs))
+		for i, v := range vs {
+			parts[i] = fmt.Sprint(v)
+		}
+		return strings.Join(parts, " ")
+	}
+	if len(ps) <= 60 {
+		return str(ps)
+	}
+	return fmt.Sprintf("%s … (%d more) … %s", str(ps[:40]), len(ps)-50, str(ps[len(ps)-10:]))
 }
 
 func (r *Report) printTable(w io.Writer) {
@@ -346,6 +539,18 @@ func (r *Report) printTable(w io.Writer) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, "CPU% is of one core, summed over processes of that kind, in the measurement window; µs/dlv is CPU time per delivery (ceiling: per request), all = every process of the run; cost ratio = the ceiling's µs per request over the scenario's all µs per delivery (the throughput ratio if both were CPU-bound on the same cores); latency is publish → arrival at the receiver, of events to healthy endpoints published in the window.")
+	var flow []string
+	for _, s := range r.Scenarios {
+		if line := s.flowLine(); line != "" {
+			flow = append(flow, fmt.Sprintf("  %-10s %s", s.Name, line))
+		}
+	}
+	if len(flow) > 0 {
+		fmt.Fprintln(w, "\nflow control (the issue's goals in brackets; in the table, burst and recovery rows show the drain rate as deliveries/s, slow shows the fast endpoint):")
+		for _, l := range flow {
+			fmt.Fprintln(w, l)
+		}
+	}
 	for _, s := range r.Scenarios {
 		for _, t := range s.MemoryTrend {
 			fmt.Fprintf(w, "%s memory trend: %s %s %.1f → %.1f MiB, slope %+.3f MiB/min, floor %.1f → %.1f MiB\n",
