@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/blazelock/webhooks/dispatcher/delivery"
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
 	"github.com/blazelock/webhooks/dispatcher/replay"
 )
@@ -133,7 +134,7 @@ func (s *Server) deliveryError(w http.ResponseWriter, r *http.Request, err error
 	switch {
 	case errors.Is(err, deliverylog.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not_found", "no such delivery (deliveries are kept for DISPATCHER_EVENT_RETENTION)")
-	case errors.Is(err, replay.ErrNotRetryable):
+	case errors.Is(err, delivery.ErrNotRetryable):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
 	case errors.Is(err, replay.ErrEventExpired):
 		writeError(w, http.StatusGone, "gone", err.Error())

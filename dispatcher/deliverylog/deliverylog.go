@@ -41,11 +41,9 @@ const (
 // States lists every state, for validating the list filter.
 var States = []string{StatePending, StateSucceeded, StateDead, StateSkipped, StateRejected}
 
-// maxKeptAttempts bounds a record's size when a delivery is replayed many
-// times; the newest attempts are kept.
-const maxKeptAttempts = 50
-
-// Delivery is one event's delivery to its integration's webhook.
+// Delivery is one event's delivery to its integration's webhook: the
+// record as stored and as the API shows it. Package delivery makes every
+// change of its state.
 type Delivery struct {
 	ID             string     `json:"id"`
 	EventID        *string    `json:"event_id"`
@@ -124,9 +122,6 @@ func key(integrationID, deliveryID string) string {
 
 // Save writes the record as it is.
 func (l *Log) Save(ctx context.Context, d *Delivery) error {
-	if len(d.Attempts) > maxKeptAttempts {
-		d.Attempts = d.Attempts[len(d.Attempts)-maxKeptAttempts:]
-	}
 	b, err := json.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("encode delivery %s: %w", d.ID, err)
@@ -231,14 +226,4 @@ func decode(b []byte) (*Delivery, error) {
 		return nil, fmt.Errorf("decode delivery: %w", err)
 	}
 	return &d, nil
-}
-
-// AddAttempt appends an attempt and updates the summary fields.
-func (d *Delivery) AddAttempt(a Attempt) {
-	d.Attempts = append(d.Attempts, a)
-	d.AttemptCount++
-	d.SeriesAttempts = a.Number
-	d.LastStatusCode = a.StatusCode
-	d.LastError = a.Error
-	d.UpdatedAt = a.StartedAt.Add(time.Duration(a.DurationMillis) * time.Millisecond)
 }

@@ -15,8 +15,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/blazelock/webhooks/dispatcher/deliver"
+	"github.com/blazelock/webhooks/dispatcher/delivery"
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
-	"github.com/blazelock/webhooks/dispatcher/retrylane"
 	"github.com/blazelock/webhooks/dispatcher/schedule"
 )
 
@@ -27,7 +27,7 @@ func TestObserveLogLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	job := retrylane.Job{DeliveryID: "d-1", EventID: "e-1", IntegrationID: "i-1", Event: "file_scan.completed", Attempt: 1, Series: 1, CreatedAt: time.Now()}
+	job := delivery.Job{DeliveryID: "d-1", EventID: "e-1", IntegrationID: "i-1", Event: "file_scan.completed", Attempt: 1, Series: 1, CreatedAt: time.Now()}
 	res := deliver.Result{StartedAt: time.Now(), Duration: time.Millisecond, StatusCode: 200, Class: deliver.ClassSuccess}
 	for _, tc := range []struct {
 		name    string
@@ -79,7 +79,7 @@ func BenchmarkObserve(b *testing.B) {
 	}
 	go func() { _, _ = io.Copy(io.Discard, r) }()
 	b.Cleanup(func() { _ = w.Close() })
-	job := retrylane.Job{DeliveryID: "01a21da7-93c4-7e21-b233-e7c2d88a5965", EventID: "01a21da7-93c2-7583-a924-ec0f8866615c",
+	job := delivery.Job{DeliveryID: "01a21da7-93c4-7e21-b233-e7c2d88a5965", EventID: "01a21da7-93c2-7583-a924-ec0f8866615c",
 		IntegrationID: "01a21da7-7250-78cd-8f72-a95a0e674b01", Event: "file_scan.completed", Attempt: 1, Series: 1, CreatedAt: time.Now()}
 	res := deliver.Result{StartedAt: time.Now(), Duration: time.Millisecond, StatusCode: 200, Class: deliver.ClassSuccess}
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelWarn} {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/blazelock/webhooks/dispatcher/consume"
 	"github.com/blazelock/webhooks/dispatcher/deliver"
+	"github.com/blazelock/webhooks/dispatcher/delivery"
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
 	"github.com/blazelock/webhooks/dispatcher/flow"
 	"github.com/blazelock/webhooks/dispatcher/retrylane"
@@ -49,7 +50,7 @@ type Recorder interface {
 
 // Scheduler makes later attempts durable.
 type Scheduler interface {
-	Schedule(ctx context.Context, job retrylane.Job, at time.Time) error
+	Schedule(ctx context.Context, job delivery.Job, at time.Time) error
 }
 
 // Deps are what a Pipeline works with.
@@ -136,11 +137,7 @@ func (p *Pipeline) HandleEvent(ctx context.Context, msg jetstream.Msg, slot cons
 	if rejection != nil {
 		return p.reject(ctx, span, deliveryID, meta, rejection)
 	}
-	job := retrylane.Job{
-		DeliveryID: deliveryID, EventID: ev.ID, IntegrationID: ev.IntegrationID, Event: ev.Name,
-		Attempt: 1, Series: 1, EventSequence: meta.Sequence.Stream, CreatedAt: meta.Timestamp,
-		Body: ev.Body, Trace: msg.Headers(),
-	}
+	job := firstAttempt(deliveryID, meta, ev, msg.Headers())
 	if meta.NumDelivered > 1 {
 		// A redelivery: a dispatcher may have made this attempt and died
 		// before acknowledging. If the log shows it, do not send it again.
@@ -148,7 +145,7 @@ func (p *Pipeline) HandleEvent(ctx context.Context, msg jetstream.Msg, slot cons
 		// round trip to find nothing.)
 		rec, err := p.Log.Load(ctx, job.IntegrationID, job.DeliveryID)
 		switch {
-		case err == nil && alreadyDone(rec, job):
+		case err == nil && delivery.AlreadyDone(rec, job):
 			return p.resume(ctx, rec, job)
 		case err != nil && !errors.Is(err, deliverylog.ErrNotFound):
 			return &consume.Retry{Err: err, Delay: configRetryDelay}
@@ -174,7 +171,7 @@ func (p *Pipeline) HandleRetry(ctx context.Context, msg jetstream.Msg, slot cons
 		rec = nil // expired or never saved: start a fresh record
 	case err != nil:
 		return &consume.Retry{Err: err, Delay: configRetryDelay}
-	case alreadyDone(rec, job):
+	case delivery.AlreadyDone(rec, job):
 		// A redelivery of an attempt this delivery already moved past
 		// (for example after a crash between recording and acknowledging).
 		return p.resume(ctx, rec, job)
@@ -195,12 +192,18 @@ func (p *Pipeline) ParkEvent(ctx context.Context, msg jetstream.Msg, delay time.
 	if rejection != nil {
 		return fmt.Errorf("not parked: %s", rejection.Reason)
 	}
-	return p.park(ctx, retrylane.Job{
-		DeliveryID: deliverylog.DeliveryID(natsinfra.EventsStream, meta.Sequence.Stream, meta.Timestamp),
-		EventID:    ev.ID, IntegrationID: ev.IntegrationID, Event: ev.Name,
+	deliveryID := deliverylog.DeliveryID(natsinfra.EventsStream, meta.Sequence.Stream, meta.Timestamp)
+	return p.park(ctx, firstAttempt(deliveryID, meta, ev, msg.Headers()), delay)
+}
+
+// firstAttempt is the job of a message of BLAZELOCK_EVENTS: attempt 1 of
+// series 1.
+func firstAttempt(deliveryID string, meta *jetstream.MsgMetadata, ev validate.Event, trace nats.Header) delivery.Job {
+	return delivery.Job{
+		DeliveryID: deliveryID, EventID: ev.ID, IntegrationID: ev.IntegrationID, Event: ev.Name,
 		Attempt: 1, Series: 1, EventSequence: meta.Sequence.Stream, CreatedAt: meta.Timestamp,
-		Body: ev.Body, Trace: msg.Headers(),
-	}, delay)
+		Body: ev.Body, Trace: trace,
+	}
 }
 
 // ParkRetry moves a due message of BLAZELOCK_RETRIES that flow control
@@ -213,8 +216,8 @@ func (p *Pipeline) ParkRetry(ctx context.Context, msg jetstream.Msg, delay time.
 	return p.park(ctx, job, delay)
 }
 
-func (p *Pipeline) park(ctx context.Context, job retrylane.Job, delay time.Duration) error {
-	job.Deferrals++
+func (p *Pipeline) park(ctx context.Context, job delivery.Job, delay time.Duration) error {
+	job = job.Parked()
 	delay = max(delay, deferral(job.Deferrals))
 	if err := p.Retries.Schedule(ctx, job, p.now().Add(delay)); err != nil {
 		return err
@@ -228,36 +231,29 @@ func (p *Pipeline) park(ctx context.Context, job retrylane.Job, delay time.Durat
 // resume settles a redelivered message whose attempt the log already
 // shows. If that attempt left the delivery pending, the process that made
 // it may have stopped between recording it and scheduling the next one
-// (attempt records first): schedule the next one now. When it exists this
-// is a no-op by its message id; a second schedule after the duplicate
-// window ends is skipped by alreadyDone when it comes due.
-func (p *Pipeline) resume(ctx context.Context, rec *deliverylog.Delivery, job retrylane.Job) error {
-	if rec.Series != job.Series || rec.SeriesAttempts != job.Attempt ||
-		rec.State != deliverylog.StatePending || rec.NextAttemptAt == nil {
+// (attempt records first): schedule the next one now (delivery.Resume).
+// When it exists this is a no-op by its message id; a second schedule
+// after the duplicate window ends is skipped by delivery.AlreadyDone when
+// it comes due.
+func (p *Pipeline) resume(ctx context.Context, rec *deliverylog.Delivery, job delivery.Job) error {
+	next, at, ok := delivery.Resume(rec, job)
+	if !ok {
 		return nil
 	}
-	if err := p.Retries.Schedule(ctx, nextAttempt(job), *rec.NextAttemptAt); err != nil {
+	if err := p.Retries.Schedule(ctx, next, at); err != nil {
 		return &consume.Retry{Err: err, Delay: time.Second}
 	}
 	return nil
 }
 
-func nextAttempt(job retrylane.Job) retrylane.Job {
-	job.Attempt++
-	job.Deferrals = 0
-	return job
-}
-
-func alreadyDone(rec *deliverylog.Delivery, job retrylane.Job) bool {
-	if rec.Series != job.Series {
-		return rec.Series > job.Series
-	}
-	return rec.SeriesAttempts >= job.Attempt || rec.State != deliverylog.StatePending
-}
-
 // attempt makes one attempt of job. keepAlive tells JetStream that the
 // message is still being worked on (see persist).
-func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.Job, rec *deliverylog.Delivery, keepAlive func() error, slot consume.Slot) error {
+//
+// rec is the delivery's record, or nil to start a new one. The callers
+// have settled a job the record is already past (resume), so the record's
+// transitions cannot refuse this one; if they did, the record would not
+// change and the message is terminated rather than looping.
+func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job delivery.Job, rec *deliverylog.Delivery, keepAlive func() error, slot consume.Slot) error {
 	span.SetAttributes(
 		attribute.String("messaging.message.id", job.EventID),
 		attribute.String("blazelock.integration.id", job.IntegrationID),
@@ -266,9 +262,8 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 		attribute.Int("blazelock.webhook.attempt", job.Attempt),
 	)
 	if rec == nil {
-		rec = newRecord(job)
+		rec = delivery.Start(job)
 	}
-	rec.Series = job.Series
 	cfg, res, skipReason, err := p.request(ctx, job, slot)
 	switch {
 	case err != nil:
@@ -278,16 +273,9 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 		return p.skip(ctx, span, job, rec, skipReason)
 	}
 
-	rec.AddAttempt(attemptRecord(job.Attempt, res))
-	rec.NextAttemptAt = nil
-	switch delay, more := p.Schedule.NextDelay(job.Attempt, res.RetryAfter, p.Jitter); {
-	case res.OK():
-		rec.State = deliverylog.StateSucceeded
-	case more:
-		next := res.StartedAt.Add(res.Duration).Add(delay)
-		rec.State, rec.NextAttemptAt = deliverylog.StatePending, &next
-	default:
-		rec.State = deliverylog.StateDead
+	delay, more := p.Schedule.NextDelay(job.Attempt, res.RetryAfter, p.Jitter)
+	if err := delivery.Attempted(rec, job, res, delivery.Decision{More: more, Delay: delay}); err != nil {
+		return p.stale(ctx, span, err)
 	}
 	// The record is written before the next attempt is scheduled, so that
 	// attempt always finds this one in the log; a stop in between leaves a
@@ -303,7 +291,7 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 	}
 	if rec.State == deliverylog.StatePending {
 		err := p.persist(ctx, keepAlive, func(ctx context.Context) error {
-			return p.Retries.Schedule(ctx, nextAttempt(job), *rec.NextAttemptAt)
+			return p.Retries.Schedule(ctx, job.Next(), *rec.NextAttemptAt)
 		})
 		if err != nil {
 			// The next attempt is not durable: hand the message back. Its
@@ -323,7 +311,7 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job retrylane.J
 // slot for just that: recording the outcome is not the endpoint's time,
 // and a slow or restarting NATS must not make every endpoint look slow to
 // the limiter.
-func (p *Pipeline) request(ctx context.Context, job retrylane.Job, slot consume.Slot) (cfg webhooks.Config, res deliver.Result, skipReason string, err error) {
+func (p *Pipeline) request(ctx context.Context, job delivery.Job, slot consume.Slot) (cfg webhooks.Config, res deliver.Result, skipReason string, err error) {
 	outcome := flow.Outcome{}
 	defer func() { slot.Done(outcome) }()
 
@@ -389,11 +377,19 @@ func (p *Pipeline) persist(ctx context.Context, keepAlive func() error, write fu
 	}
 }
 
-func (p *Pipeline) skip(ctx context.Context, span trace.Span, job retrylane.Job, rec *deliverylog.Delivery, reason string) error {
-	now := p.now().UTC()
-	rec.State, rec.LastError, rec.NextAttemptAt, rec.UpdatedAt = deliverylog.StateSkipped, &reason, nil, now
-	err := p.Log.Save(ctx, rec)
-	if err != nil {
+// stale ends a message whose job the record's transitions refused (see
+// attempt).
+func (p *Pipeline) stale(ctx context.Context, span trace.Span, err error) error {
+	p.Logger.ErrorContext(ctx, "attempt refused by its delivery record", "err", err)
+	span.SetStatus(codes.Error, "stale attempt")
+	return &consume.Terminate{Reason: err.Error()}
+}
+
+func (p *Pipeline) skip(ctx context.Context, span trace.Span, job delivery.Job, rec *deliverylog.Delivery, reason string) error {
+	if err := delivery.Skip(rec, job, reason, p.now()); err != nil {
+		return p.stale(ctx, span, err)
+	}
+	if err := p.Log.Save(ctx, rec); err != nil {
 		return &consume.Retry{Err: err, Delay: configRetryDelay}
 	}
 	p.Metrics.final(ctx, deliverylog.StateSkipped)
@@ -406,11 +402,10 @@ func (p *Pipeline) skip(ctx context.Context, span trace.Span, job retrylane.Job,
 }
 
 func (p *Pipeline) reject(ctx context.Context, span trace.Span, deliveryID string, meta *jetstream.MsgMetadata, r *validate.Rejection) error {
-	rec := newRecord(retrylane.Job{
+	rec := delivery.Reject(delivery.Job{
 		DeliveryID: deliveryID, EventID: r.Partial.ID, IntegrationID: r.Partial.IntegrationID,
 		Event: r.Partial.Name, Series: 1, EventSequence: meta.Sequence.Stream, CreatedAt: meta.Timestamp,
-	})
-	rec.State, rec.LastError = deliverylog.StateRejected, &r.Reason
+	}, r.Reason)
 	if err := p.Log.Save(ctx, rec); err != nil {
 		return &consume.Retry{Err: err, Delay: configRetryDelay}
 	}
@@ -425,7 +420,7 @@ func (p *Pipeline) reject(ctx context.Context, span trace.Span, deliveryID strin
 }
 
 // observe writes the one wide log line of the attempt, its metrics and span attributes.
-func (p *Pipeline) observe(ctx context.Context, span trace.Span, job retrylane.Job, rec *deliverylog.Delivery, res deliver.Result, target string, saveErr error) {
+func (p *Pipeline) observe(ctx context.Context, span trace.Span, job delivery.Job, rec *deliverylog.Delivery, res deliver.Result, target string, saveErr error) {
 	p.Metrics.attempt(ctx, job.Event, res)
 	if rec.State != deliverylog.StatePending {
 		p.Metrics.final(ctx, rec.State)
@@ -480,43 +475,4 @@ func (p *Pipeline) startSpan(ctx context.Context, h nats.Header, subject, consum
 			attribute.String("messaging.destination.name", subject),
 			attribute.String("messaging.consumer.group.name", consumer),
 		))
-}
-
-func newRecord(job retrylane.Job) *deliverylog.Delivery {
-	created := job.CreatedAt.UTC()
-	return &deliverylog.Delivery{
-		ID: job.DeliveryID, EventID: nonEmpty(job.EventID), Event: nonEmpty(job.Event),
-		IntegrationID: job.IntegrationID, State: deliverylog.StatePending,
-		CreatedAt: created, UpdatedAt: created, EventSequence: job.EventSequence, Series: job.Series,
-		Attempts: []deliverylog.Attempt{},
-	}
-}
-
-func attemptRecord(number int, res deliver.Result) deliverylog.Attempt {
-	a := deliverylog.Attempt{Number: number, StartedAt: res.StartedAt.UTC(), DurationMillis: res.Duration.Milliseconds()}
-	if res.StatusCode != 0 {
-		code := res.StatusCode
-		a.StatusCode = &code
-	}
-	if !res.OK() {
-		msg := res.Class
-		if res.Err != nil {
-			msg += ": " + res.Err.Error()
-		} else if res.StatusCode != 0 {
-			msg = fmt.Sprintf("%s: HTTP %d", res.Class, res.StatusCode)
-		}
-		a.Error = &msg
-	}
-	if len(res.Excerpt) > 0 {
-		s := string(res.Excerpt)
-		a.ResponseExcerpt = &s
-	}
-	return a
-}
-
-func nonEmpty(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
 }

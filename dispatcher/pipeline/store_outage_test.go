@@ -10,9 +10,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blazelock/webhooks/dispatcher/consume"
+	"github.com/blazelock/webhooks/dispatcher/delivery"
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
 	"github.com/blazelock/webhooks/dispatcher/pipeline"
-	"github.com/blazelock/webhooks/dispatcher/retrylane"
 	"github.com/blazelock/webhooks/internal/natsinfra"
 	"github.com/blazelock/webhooks/subscriber/receiver"
 )
@@ -63,7 +63,7 @@ type refusingLane struct {
 	refusals
 }
 
-func (l *refusingLane) Schedule(ctx context.Context, job retrylane.Job, at time.Time) error {
+func (l *refusingLane) Schedule(ctx context.Context, job delivery.Job, at time.Time) error {
 	if l.refuse() {
 		return errRefused
 	}

@@ -1,6 +1,8 @@
 // Package replay starts a new attempt series for a finished delivery
 // (POST /v1/deliveries/{id}/retry) and gives the API read access to the
-// delivery log.
+// delivery log. Which deliveries can be replayed, and what a replay does to
+// the record, is package delivery's rule (delivery.Replay); this package
+// fetches the event and makes the first attempt of the series due.
 package replay
 
 import (
@@ -12,14 +14,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blazelock/webhooks/dispatcher/delivery"
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
 	"github.com/blazelock/webhooks/dispatcher/retrylane"
 	"github.com/blazelock/webhooks/internal/natsinfra"
 )
-
-// ErrNotRetryable means the delivery is pending (attempts remain) or was
-// rejected (the event is invalid and would be rejected again).
-var ErrNotRetryable = errors.New("delivery cannot be retried in its current state")
 
 // ErrEventExpired means the event has left the events stream (retention).
 var ErrEventExpired = errors.New("the event is no longer stored; it cannot be replayed")
@@ -50,16 +49,19 @@ func (s *Service) Get(ctx context.Context, deliveryID string) (*deliverylog.Deli
 // Retry starts a new series of attempts for a dead, skipped or succeeded
 // delivery: attempt 1 of series n+1 is due at once, with the event's
 // original bytes from the events stream. The configuration is read when the
-// attempt starts, as for every attempt.
+// attempt starts, as for every attempt. A pending or rejected delivery gives
+// delivery.ErrNotRetryable, an event no longer stored ErrEventExpired.
 func (s *Service) Retry(ctx context.Context, deliveryID string) (*deliverylog.Delivery, error) {
 	d, err := s.log.Get(ctx, deliveryID)
 	if err != nil {
 		return nil, err
 	}
-	switch d.State {
-	case deliverylog.StateDead, deliverylog.StateSkipped, deliverylog.StateSucceeded:
-	default:
-		return nil, fmt.Errorf("%w: it is %s", ErrNotRetryable, d.State)
+	// The new series, in memory until the event is found (previous is put
+	// back if the enqueue fails, below).
+	previous := *d
+	job, err := delivery.Replay(d, s.now())
+	if err != nil {
+		return nil, err
 	}
 	stream, err := s.js.Stream(ctx, natsinfra.EventsStream)
 	if err != nil {
@@ -72,23 +74,15 @@ func (s *Service) Retry(ctx context.Context, deliveryID string) (*deliverylog.De
 	if err != nil {
 		return nil, fmt.Errorf("read event %d: %w", d.EventSequence, err)
 	}
-	trace := nats.Header{}
+	job.Body, job.Trace = raw.Data, nats.Header{}
 	for _, k := range []string{"traceparent", "tracestate"} {
 		if v := raw.Header.Values(k); len(v) > 0 {
-			trace[k] = v
+			job.Trace[k] = v
 		}
-	}
-	job := retrylane.Job{
-		DeliveryID: d.ID, EventID: deref(d.EventID), IntegrationID: d.IntegrationID, Event: deref(d.Event),
-		Attempt: 1, Series: d.Series + 1, EventSequence: d.EventSequence, CreatedAt: d.CreatedAt,
-		Body: raw.Data, Trace: trace,
 	}
 	// Record the new series before enqueueing, so the answer shows the
 	// state the attempt will find. If the enqueue fails, the previous state
 	// is put back so the operator can simply retry again.
-	previous := *d
-	now := s.now().UTC()
-	d.State, d.Series, d.SeriesAttempts, d.NextAttemptAt, d.UpdatedAt = deliverylog.StatePending, job.Series, 0, &now, now
 	if err := s.log.Save(ctx, d); err != nil {
 		return nil, err
 	}
@@ -99,11 +93,4 @@ func (s *Service) Retry(ctx context.Context, deliveryID string) (*deliverylog.De
 		return nil, err
 	}
 	return d, nil
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }

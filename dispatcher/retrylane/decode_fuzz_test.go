@@ -62,7 +62,7 @@ func FuzzDecode(f *testing.F) {
 		if y := job.CreatedAt.UTC().Year(); y < 0 || y > 9999 {
 			return
 		}
-		again, err := Decode(headerMsg{h: job.message("blazelock.retries.due.x").Header, data: job.Body})
+		again, err := Decode(headerMsg{h: message(job, "blazelock.retries.due.x").Header, data: job.Body})
 		if err != nil {
 			t.Fatalf("accepted %+v, but its re-encoding does not decode: %v", job, err)
 		}

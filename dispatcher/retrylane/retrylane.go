@@ -9,6 +9,10 @@
 // NakWithDelay), and a dispatcher restart loses nothing: the schedule lives
 // in the stream. Schedules have one-second resolution; times are rounded up
 // so an attempt never starts before its delay has passed.
+//
+// The lane carries delivery.Job: this package only encodes a job into a
+// message (the envelope as body, the rest as headers), publishes it, and
+// decodes it back.
 package retrylane
 
 import (
@@ -21,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blazelock/webhooks/dispatcher/delivery"
 	"github.com/blazelock/webhooks/internal/natsinfra"
 )
 
@@ -41,27 +46,6 @@ const (
 // the publisher's trace.
 var traceHeaders = []string{"traceparent", "tracestate"}
 
-// Job is one attempt to make later.
-type Job struct {
-	DeliveryID    string
-	EventID       string
-	IntegrationID string
-	Event         string
-	// Attempt is the number of the attempt to make (1..max within a series).
-	Attempt int
-	// Series is 1 for the original attempts, +1 for each API retry.
-	Series int
-	// Deferrals counts how often this attempt was put off because its
-	// integration had too many attempts in flight; it keeps the message id
-	// of each deferral distinct from the scheduled attempt it replaces.
-	Deferrals     int
-	EventSequence uint64
-	CreatedAt     time.Time
-	Body          []byte
-	// Trace holds the W3C trace headers to carry along.
-	Trace nats.Header
-}
-
 // Lane publishes retries.
 type Lane struct {
 	js jetstream.JetStream
@@ -79,16 +63,16 @@ func New(js jetstream.JetStream) *Lane { return &Lane{js: js} }
 // resolution, and an attempt must never start before its delay has passed),
 // and to at least one second from now, so a time that has already passed
 // (a schedule made again after a crash) still fires promptly.
-func (l *Lane) Schedule(ctx context.Context, job Job, at time.Time) error {
+func (l *Lane) Schedule(ctx context.Context, job delivery.Job, at time.Time) error {
 	if earliest := time.Now().Add(time.Second); at.Before(earliest) {
 		at = earliest
 	}
 	if at.Truncate(time.Second) != at {
 		at = at.Truncate(time.Second).Add(time.Second)
 	}
-	msg := job.message(natsinfra.RetriesSchedulePrefix + job.DeliveryID)
+	msg := message(job, natsinfra.RetriesSchedulePrefix+job.DeliveryID)
 	_, err := l.js.PublishMsg(ctx, msg,
-		jetstream.WithMsgID(job.msgID()),
+		jetstream.WithMsgID(msgID(job)),
 		jetstream.WithScheduleAt(at),
 		jetstream.WithScheduleTarget(dueSubject(job.IntegrationID)))
 	if err != nil {
@@ -98,9 +82,9 @@ func (l *Lane) Schedule(ctx context.Context, job Job, at time.Time) error {
 }
 
 // Enqueue makes the job due now.
-func (l *Lane) Enqueue(ctx context.Context, job Job) error {
-	msg := job.message(dueSubject(job.IntegrationID))
-	if _, err := l.js.PublishMsg(ctx, msg, jetstream.WithMsgID(job.msgID())); err != nil {
+func (l *Lane) Enqueue(ctx context.Context, job delivery.Job) error {
+	msg := message(job, dueSubject(job.IntegrationID))
+	if _, err := l.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID(job))); err != nil {
 		return fmt.Errorf("enqueue attempt %d of delivery %s: %w", job.Attempt, job.DeliveryID, err)
 	}
 	return nil
@@ -108,11 +92,13 @@ func (l *Lane) Enqueue(ctx context.Context, job Job) error {
 
 func dueSubject(integrationID string) string { return natsinfra.RetriesDuePrefix + integrationID }
 
-func (j Job) msgID() string {
+// msgID is the job's message id, "<delivery id>.<series>.<attempt>.<deferrals>":
+// scheduling the same job again inside the duplicate window is a no-op.
+func msgID(j delivery.Job) string {
 	return j.DeliveryID + "." + strconv.Itoa(j.Series) + "." + strconv.Itoa(j.Attempt) + "." + strconv.Itoa(j.Deferrals)
 }
 
-func (j Job) message(subject string) *nats.Msg {
+func message(j delivery.Job, subject string) *nats.Msg {
 	h := nats.Header{}
 	for _, k := range traceHeaders {
 		if v := j.Trace[k]; len(v) > 0 {
@@ -132,9 +118,9 @@ func (j Job) message(subject string) *nats.Msg {
 }
 
 // Decode reads a job from a due message.
-func Decode(msg jetstream.Msg) (Job, error) {
+func Decode(msg jetstream.Msg) (delivery.Job, error) {
 	h := msg.Headers()
-	j := Job{
+	j := delivery.Job{
 		DeliveryID:    h.Get(hdrDelivery),
 		EventID:       h.Get(hdrEventID),
 		IntegrationID: h.Get(hdrIntegration),
@@ -168,7 +154,7 @@ func Decode(msg jetstream.Msg) (Job, error) {
 		errs = append(errs, errors.New("missing delivery, integration or event header"))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return Job{}, fmt.Errorf("decode retry message: %w", err)
+		return delivery.Job{}, fmt.Errorf("decode retry message: %w", err)
 	}
 	return j, nil
 }

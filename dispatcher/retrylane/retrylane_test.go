@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blazelock/webhooks/dispatcher/delivery"
 	"github.com/blazelock/webhooks/dispatcher/retrylane"
 	"github.com/blazelock/webhooks/internal/natsinfra"
 	"github.com/blazelock/webhooks/internal/testinfra"
@@ -26,8 +27,8 @@ func setup(t *testing.T) (jetstream.JetStream, jetstream.Consumer) {
 	return js, cons
 }
 
-func job() retrylane.Job {
-	return retrylane.Job{
+func job() delivery.Job {
+	return delivery.Job{
 		DeliveryID: "0195a0c1-0000-7000-8000-0000000000aa", EventID: "0195a0c1-0000-7000-8000-0000000000bb",
 		IntegrationID: "0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c01", Event: "file_scan.completed",
 		Attempt: 2, Series: 1, EventSequence: 42, CreatedAt: time.Date(2026, 3, 9, 12, 0, 0, 123456789, time.UTC),
