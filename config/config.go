@@ -84,7 +84,7 @@ var Variables = []Variable{
 	{"DISPATCHER_MAX_EVENT_BYTES", "262144", "events larger than this are rejected (SPEC 5.1: 256 KiB)"},
 	{"DISPATCHER_CONCURRENCY", "512", "attempts in flight per dispatcher process, all integrations and both lanes together"},
 	{"DISPATCHER_ENDPOINT_MAX_CONCURRENCY", "64", "most attempts in flight to one integration's endpoint across all dispatchers; each endpoint's limit adapts between 1 and this (README: Flow control)"},
-	{"DISPATCHER_QUEUE_MAX_MESSAGES", "20000", "messages one process holds waiting for their turn, its memory budget (about 2 KiB each for 1 KiB events); the consumers' max ack pending (20000) bounds all processes together"},
+	{"DISPATCHER_QUEUE_MAX_MESSAGES", "40000", "messages one process holds waiting for their turn, its memory budget (about 2 KiB each for 1 KiB events); the two consumers' max ack pending (20000 each) bounds all processes together"},
 	{"DISPATCHER_SHUTDOWN_TIMEOUT", "20s", "how long SIGTERM waits for in-flight attempts before handing them back to JetStream"},
 	{"DISPATCHER_EVENT_RETENTION", "168h", "how long events and the delivery log are kept"},
 	{"DISPATCHER_DUPLICATE_WINDOW", "2m", "JetStream de-duplication window for Nats-Msg-Id"},

@@ -15,10 +15,12 @@ import (
 	"github.com/blazelock/webhooks/dispatcher/flow"
 )
 
-// Slot is the attempt's place in its endpoint's concurrency limit; the
-// handler gives it back, with what the endpoint did, as soon as the HTTP
-// request has ended.
+// Slot is the attempt's place in its endpoint's concurrency limit. The
+// handler says when the HTTP request starts (what came before, the config
+// read, is the dispatcher's time, not the endpoint's) and gives the slot
+// back, with what the endpoint did, as soon as the request has ended.
 type Slot interface {
+	Sending()
 	Done(flow.Outcome)
 }
 

@@ -53,9 +53,30 @@ const (
 // limit is one endpoint's adaptive concurrency limit. It is not safe for
 // concurrent use: the Scheduler guards it.
 type limit struct {
-	value       float64
-	short, long time.Duration // EWMA of answered latencies
+	value   float64
+	latency ewma
+}
+
+// ewma keeps a recent and a long-term average of answered latencies.
+type ewma struct {
+	short, long time.Duration
 	samples     int
+}
+
+func (e *ewma) add(d time.Duration) {
+	if e.samples == 0 {
+		e.short, e.long = d, d
+	} else {
+		e.short += time.Duration(shortWeight * float64(d-e.short))
+		e.long += time.Duration(longWeight * float64(d-e.long))
+	}
+	e.samples++
+}
+
+// rising reports a clear rise of the recent average over the long-term one.
+func (e *ewma) rising() bool {
+	return e.samples >= warmSamples &&
+		float64(e.short) > riseFactor*float64(e.long) && e.short-e.long > latencySlack
 }
 
 func newLimit() limit { return limit{value: initialLimit} }
@@ -68,9 +89,9 @@ func (l *limit) observe(o Outcome, inUse, ceiling int) {
 	case Overloaded, TimedOut:
 		l.value = max(1, l.value*backoffRatio)
 	case Answered:
-		l.addSample(o.Latency)
+		l.latency.add(o.Latency)
 		switch {
-		case l.latencyRising():
+		case l.latency.rising():
 			l.value = max(1, l.value*backoffRatio)
 		case float64(2*inUse) >= l.value:
 			// Grow only while the limit is what holds the endpoint back
@@ -81,21 +102,6 @@ func (l *limit) observe(o Outcome, inUse, ceiling int) {
 	l.value = min(l.value, float64(max(1, ceiling)))
 }
 
-func (l *limit) addSample(d time.Duration) {
-	if l.samples == 0 {
-		l.short, l.long = d, d
-	} else {
-		l.short += time.Duration(shortWeight * float64(d-l.short))
-		l.long += time.Duration(longWeight * float64(d-l.long))
-	}
-	l.samples++
-}
-
-func (l *limit) latencyRising() bool {
-	return l.samples >= warmSamples &&
-		float64(l.short) > riseFactor*float64(l.long) && l.short-l.long > latencySlack
-}
-
 // current is the limit as a whole number of attempts, at least 1.
 func (l *limit) current(ceiling int) int {
 	return max(1, min(int(l.value), ceiling))
@@ -103,4 +109,4 @@ func (l *limit) current(ceiling int) int {
 
 // typicalLatency is the endpoint's long-term answered latency, 0 before
 // the first answer.
-func (l *limit) typicalLatency() time.Duration { return l.long }
+func (l *limit) typicalLatency() time.Duration { return l.latency.long }

@@ -159,6 +159,8 @@ type Scheduler struct {
 	unproven         fifo[*key]
 	lastRates        time.Time
 	naks             expiring // stalled keys' messages handed back, not yet due
+	// typical is the long-term latency of every answer in the process.
+	typical ewma
 }
 
 type key struct {
@@ -286,6 +288,24 @@ type Slot struct {
 	ended    bool // guarded by s.mu
 }
 
+// Sending says that the attempt's request to the endpoint starts now.
+// Whether an attempt is overdue is judged from here: the time before it
+// (waiting for the config store, for a CPU) is the dispatcher's, and a
+// saturated dispatcher must not take its own delays for a hanging endpoint.
+func (sl *Slot) Sending() {
+	s := sl.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl.ended {
+		return
+	}
+	now := s.now()
+	if i := slices.Index(sl.k.starts, sl.start); i >= 0 {
+		sl.k.starts[i] = now
+	}
+	sl.start = now
+}
+
 // Done gives the slot back with the attempt's outcome. Later calls do
 // nothing.
 func (sl *Slot) Done(o Outcome) {
@@ -314,6 +334,7 @@ func (sl *Slot) Done(o Outcome) {
 	switch o.Signal {
 	case Answered:
 		k.lastAnswer, k.proven = now, true
+		s.typical.add(o.Latency)
 	case TimedOut:
 		k.lastTimeout = now
 	}
@@ -359,10 +380,13 @@ func (s *Scheduler) share() int {
 	return max(1, s.o.EndpointMax/max(1, s.o.FleetSize()))
 }
 
-// stallAfter is the age at which an attempt to k is overdue.
+// stallAfter is the age at which an attempt to k is overdue: stallFactor
+// times the endpoint's typical latency, or the process's when that is
+// longer (a dispatcher short of CPU slows every answer at once).
 func (s *Scheduler) stallAfter(k *key) time.Duration {
 	upper := max(minStallAfter, s.o.AttemptTimeout/3)
-	return min(max(minStallAfter, stallFactor*k.lim.typicalLatency()), upper)
+	typical := max(k.lim.typicalLatency(), s.typical.long)
+	return min(max(minStallAfter, stallFactor*typical), upper)
 }
 
 // overdue counts k's attempts in flight that are overdue. mu is held.
@@ -534,7 +558,8 @@ func (s *Scheduler) pump(now time.Time) {
 		}
 		w := k.q.pop()
 		if s.queued--; s.queued == s.o.QueueMax-1 {
-			s.space.Signal()
+			// Both lanes may wait in Submit: wake them all.
+			s.space.Broadcast()
 		}
 		k.starts = append(k.starts, now)
 		k.lastStart = now

@@ -33,6 +33,7 @@ type run struct {
 	key, name string
 	end       chan Outcome
 	ended     chan struct{} // closed once the outcome was given back
+	slot      *Slot
 }
 
 func newHarness(t *testing.T, o Options) *harness {
@@ -84,7 +85,7 @@ func (h *harness) submit(key, name string) {
 	h.s.Submit(Task{
 		Key: key,
 		Run: func(_ context.Context, slot *Slot) {
-			r := &run{key: key, name: name, end: make(chan Outcome, 1), ended: make(chan struct{})}
+			r := &run{key: key, name: name, end: make(chan Outcome, 1), ended: make(chan struct{}), slot: slot}
 			defer close(r.ended)
 			h.mu.Lock()
 			h.runs = append(h.runs, r)
@@ -284,6 +285,37 @@ func TestStalledEndpointGetsSpacedProbes(t *testing.T) {
 	}
 	if len(hung) != initialLimit {
 		t.Fatalf("%d attempts hung", len(hung))
+	}
+}
+
+// Only the endpoint's time makes an attempt overdue: time spent before the
+// request starts (waiting for the config store or a CPU) is the
+// dispatcher's, and must not make a healthy endpoint look stalled.
+func TestOverdueCountsFromTheRequestStart(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		sending bool
+		stalled bool
+	}{
+		{"request started late", true, false},
+		{"request started at admission", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Options{Concurrency: 100, EndpointMax: 64})
+			h.submit("A", "a")
+			r := h.next()
+			h.clock.add(3 * minStallAfter / 2)
+			if tc.sending {
+				r.slot.Sending()
+			}
+			h.clock.add(minStallAfter / 2)
+			h.s.mu.Lock()
+			stalled := h.s.stalled(h.s.keys["A"], h.clock.now())
+			h.s.mu.Unlock()
+			if stalled != tc.stalled {
+				t.Fatalf("stalled = %v, want %v", stalled, tc.stalled)
+			}
+		})
 	}
 }
 

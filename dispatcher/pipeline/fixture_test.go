@@ -122,6 +122,7 @@ func newFixture(b testing.TB, adjust ...func(*pipeline.Deps)) *fixture {
 // noSlot stands in for the flow scheduler's slot where no scheduler runs.
 type noSlot struct{}
 
+func (noSlot) Sending()          {}
 func (noSlot) Done(flow.Outcome) {}
 
 // publish stores n events (outside the timer) with async publishes.

@@ -330,6 +330,7 @@ func (p *Pipeline) request(ctx context.Context, job delivery.Job, slot consume.S
 	case !cfg.Selects(job.Event):
 		return cfg, res, "event " + job.Event + " not selected", nil
 	}
+	slot.Sending()
 	res = p.Sender.Send(ctx, deliver.Request{
 		URL: cfg.URL, Secret: cfg.Secret, EventID: job.EventID, Attempt: job.Attempt, Body: job.Body,
 	})

@@ -103,6 +103,8 @@ type recordingSlot struct {
 	at       []time.Time
 }
 
+func (s *recordingSlot) Sending() {}
+
 func (s *recordingSlot) Done(o flow.Outcome) {
 	s.outcomes = append(s.outcomes, o)
 	s.at = append(s.at, s.clock.now())
