@@ -200,6 +200,9 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 		// Three renewals per AckWait: a waiting message is never handed
 		// to another process.
 		KeepAliveEvery: provisionOptions(cfg).AckWait / 3,
+		// Hanging endpoints' backlog may hold a quarter of the events
+		// consumer's ack window; the rest waits in the retry lane.
+		StalledBacklog: provisionOptions(cfg).MaxAckPending / 4,
 		Logger:         logger,
 	})
 	if err := a.scheduler.Instrument(meter); err != nil {

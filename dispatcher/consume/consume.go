@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,7 +81,7 @@ type Options struct {
 // instead of being cut off mid-request.
 func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options) error {
 	var stopping atomic.Bool
-	parkCtx := context.WithoutCancel(ctx)
+	parking := &parker{ctx: context.WithoutCancel(ctx), slots: make(chan struct{}, maxParking), o: o}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		if stopping.Load() {
 			_ = msg.Nak()
@@ -93,7 +94,7 @@ func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options
 			Run: func(ctx context.Context, slot *flow.Slot) {
 				settle(msg, handle(ctx, msg, slot), o.Logger)
 			},
-			Defer:     func(v flow.Verdict) { deferMsg(parkCtx, msg, v, o) },
+			Defer:     func(v flow.Verdict) { parking.settle(msg, v) },
 			KeepAlive: func() { _ = msg.InProgress() },
 		})
 	},
@@ -113,7 +114,42 @@ func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options
 	case <-cc.Closed():
 	case <-time.After(o.ShutdownTimeout):
 	}
+	parking.wg.Wait()
 	return nil
+}
+
+// maxParking bounds the parkings in flight per lane. Parking is a publish
+// awaited from the server; run one after another on the pull's callback,
+// they would hold up every other integration's messages behind a hanging
+// endpoint's (hundreds of milliseconds at a few hundred parkings a second).
+const maxParking = 64
+
+// parker settles the messages the scheduler did not run, parking them on
+// goroutines of their own.
+type parker struct {
+	ctx   context.Context
+	slots chan struct{}
+	wg    sync.WaitGroup
+	o     Options
+}
+
+func (p *parker) settle(msg jetstream.Msg, v flow.Verdict) {
+	if !v.Park || p.o.Park == nil {
+		deferMsg(p.ctx, msg, v, p.o)
+		return
+	}
+	select {
+	case p.slots <- struct{}{}:
+		p.wg.Add(1)
+		go func() {
+			defer func() { <-p.slots; p.wg.Done() }()
+			deferMsg(p.ctx, msg, v, p.o)
+		}()
+	default:
+		// Parking is behind: hand the message back for the same delay.
+		v.Park = false
+		deferMsg(p.ctx, msg, v, p.o)
+	}
 }
 
 // deferMsg settles a message the scheduler did not run. A handed-back

@@ -57,6 +57,12 @@ type Options struct {
 	// StalledBudget bounds the attempts in flight to stalled endpoints
 	// together (0: Concurrency/4).
 	StalledBudget int
+	// StalledBacklog bounds the messages of stalled endpoints this process
+	// has handed back to JetStream and not yet seen again: they hold ack
+	// slots, and a full ack window stops every integration's deliveries.
+	// Beyond it they are parked. Keep it a fraction of the consumers' max
+	// ack pending (0: QueueMax/8).
+	StalledBacklog int
 	// OnDefer, if set, is called for every deferred task (metrics).
 	OnDefer func(Verdict)
 	// Logger gets a debug line when an endpoint's limit changes and an
@@ -112,7 +118,7 @@ const (
 	unknownRate     = 1000
 	// A stalled key keeps at most stalledQueue messages; the rest are
 	// handed back for stalledDelay, or parked once this process has more
-	// than QueueMax of those outstanding (they hold ack slots).
+	// than StalledBacklog of those outstanding (they hold ack slots).
 	stalledQueue = 32
 	stalledDelay = 5 * time.Second
 	parkDelay    = 15 * time.Second
@@ -194,6 +200,9 @@ func New(o Options) *Scheduler {
 	}
 	if o.StalledBudget <= 0 {
 		o.StalledBudget = max(1, o.Concurrency/4)
+	}
+	if o.StalledBacklog <= 0 {
+		o.StalledBacklog = max(1, o.QueueMax/8)
 	}
 	if o.FleetSize == nil {
 		o.FleetSize = func() int { return 1 }
@@ -495,7 +504,7 @@ func (s *Scheduler) verdict(k *key, now time.Time) Verdict {
 		d := k.pausedUntil.Sub(now)
 		return Verdict{Reason: ReasonPaused, Delay: d, Park: d > parkPauseOver}
 	case s.stalled(k, now):
-		if s.naks.count(now) < s.o.QueueMax {
+		if s.naks.count(now) < s.o.StalledBacklog {
 			s.naks.add(now.Add(stalledDelay))
 			return Verdict{Reason: ReasonStalled, Delay: stalledDelay}
 		}
