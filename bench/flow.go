@@ -96,16 +96,10 @@ func (b *bench) runBurst(ctx context.Context, sc scenario, n int) (*Result, erro
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	drained := tr.drainCheck()
-	timedOut := waitFor(ctx, b.flow.wait, "every event", func() bool { return drained("all", everyEvent) }) != nil
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
+	end, err := b.waitDrained(ctx, st, tf, tr, res, "every event")
+	if err != nil {
+		return nil, err
 	}
-	tf.finishCollect()
-	done := time.Now()
-	after := st.sampleAll()
-	busy1, total1 := machineCPUBusy()
-	res.LoadAvgAfter = loadAvg()
 
 	t0 := tr.published.get(0)
 	if t0 == 0 {
@@ -116,18 +110,47 @@ func (b *bench) runBurst(ctx context.Context, sc scenario, n int) (*Result, erro
 		bs.PublishSeconds = secondsSince(t0, tr.published.get(uint64(sent-1)))
 	}
 	bs.DrainSeries, _ = arrivalSeries(tr, everyEvent, t0)
-	bs.TimedOut = timedOut
+	bs.TimedOut = end.timedOut
 	res.Burst = bs
 	b.fillCounts(res, tr, time.Unix(0, t0), time.Unix(0, t0), seriesEnd(t0, bs.DrainSeries), bs.Rate)
 	if bs.Seconds > 0 {
 		bs.P99OverDrain = round3(res.Latency.P99 / 1000 / bs.Seconds)
 	}
-	res.MachineBusyPercent = busyPercent(busy0, total0, busy1, total1)
-	res.Processes = processStats(st, before, after, after, done.Sub(start).Seconds(), res.All.Delivered)
-	if timedOut {
-		res.Notes = append(res.Notes, fmt.Sprintf("not every event arrived within %s of the last publish; the rest count as lost", b.flow.wait))
-	}
+	end.record(res, st, before, busy0, total0, start, res.All.Delivered, "the last publish", b.flow.wait)
 	return res, nil
+}
+
+// drainEnd is the end of a flow scenario: every event arrived (or the
+// wait ran out), collecting stopped, the processes and the machine sampled.
+type drainEnd struct {
+	timedOut    bool
+	at          time.Time
+	after       map[string]procSample
+	busy, total time.Duration
+}
+
+// waitDrained waits until every event has arrived, up to b.flow.wait.
+func (b *bench) waitDrained(ctx context.Context, st *stack, tf *traffic, tr *tracker, res *Result, what string) (drainEnd, error) {
+	drained := tr.drainCheck()
+	timedOut := waitFor(ctx, b.flow.wait, what, func() bool { return drained("all", everyEvent) }) != nil
+	if ctx.Err() != nil {
+		return drainEnd{}, ctx.Err()
+	}
+	tf.finishCollect()
+	e := drainEnd{timedOut: timedOut, at: time.Now(), after: st.sampleAll()}
+	e.busy, e.total = machineCPUBusy()
+	res.LoadAvgAfter = loadAvg()
+	return e, nil
+}
+
+// record sets the CPU and machine figures from `from` to the end, and
+// notes a drain that ran out of time.
+func (e drainEnd) record(res *Result, st *stack, before map[string]procSample, busy0, total0 time.Duration, from time.Time, delivered int64, since string, wait time.Duration) {
+	res.MachineBusyPercent = busyPercent(busy0, total0, e.busy, e.total)
+	res.Processes = processStats(st, before, e.after, e.after, e.at.Sub(from).Seconds(), delivered)
+	if e.timedOut {
+		res.Notes = append(res.Notes, fmt.Sprintf("not every event arrived within %s of %s; the rest count as lost", wait, since))
+	}
 }
 
 // fillCounts sets the counts of every event (All, and Healthy as the
@@ -412,26 +435,16 @@ func (b *bench) runRecovery(ctx context.Context, sc scenario) (*Result, error) {
 	busy0, total0 := machineCPUBusy()
 	healAt := time.Now()
 	heal(ctx, hangingRecv)
-	drained := tr.drainCheck()
-	timedOut := waitFor(ctx, b.flow.wait, "every event after the heal", func() bool { return drained("all", everyEvent) }) != nil
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
+	end, err := b.waitDrained(ctx, st, tf, tr, res, "every event after the heal")
+	if err != nil {
+		return nil, err
 	}
-	tf.finishCollect()
-	done := time.Now()
-	after := st.sampleAll()
-	busy1, total1 := machineCPUBusy()
-	res.LoadAvgAfter = loadAvg()
 
 	rs.DrainSeries, rs.ArrivedBeforeHeal = arrivalSeries(tr, everyEvent, healAt.UnixNano())
-	rs.TimedOut = timedOut
+	rs.TimedOut = end.timedOut
 	res.Recovery = rs
 	b.fillCounts(res, tr, start, healAt, seriesEnd(healAt.UnixNano(), rs.DrainSeries), rs.Rate)
-	res.MachineBusyPercent = busyPercent(busy0, total0, busy1, total1)
-	res.Processes = processStats(st, before, after, after, done.Sub(healAt).Seconds(), rs.Delivered)
-	if timedOut {
-		res.Notes = append(res.Notes, fmt.Sprintf("not every event arrived within %s of the heal; the rest count as lost", b.flow.wait))
-	}
+	end.record(res, st, before, busy0, total0, healAt, rs.Delivered, "the heal", b.flow.wait)
 	return res, nil
 }
 

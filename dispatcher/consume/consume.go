@@ -135,7 +135,7 @@ type parker struct {
 
 func (p *parker) settle(msg jetstream.Msg, v flow.Verdict) {
 	if !v.Park || p.o.Park == nil {
-		deferMsg(p.ctx, msg, v, p.o)
+		p.handBack(msg, v)
 		return
 	}
 	select {
@@ -143,34 +143,33 @@ func (p *parker) settle(msg jetstream.Msg, v flow.Verdict) {
 		p.wg.Add(1)
 		go func() {
 			defer func() { <-p.slots; p.wg.Done() }()
-			deferMsg(p.ctx, msg, v, p.o)
+			if err := p.o.Park(p.ctx, msg, v.Delay); err != nil {
+				p.o.Logger.Warn("parking a message failed; handed back instead", "lane", p.o.Name, "subject", msg.Subject(), "err", err)
+				p.handBack(msg, v)
+				return
+			}
+			p.check(msg, msg.Ack())
 		}()
 	default:
 		// Parking is behind: hand the message back for the same delay.
-		v.Park = false
-		deferMsg(p.ctx, msg, v, p.o)
+		p.handBack(msg, v)
 	}
 }
 
-// deferMsg settles a message the scheduler did not run. A handed-back
-// message counts no attempt: its redelivery is a first try again.
-func deferMsg(ctx context.Context, msg jetstream.Msg, v flow.Verdict, o Options) {
-	var err error
-	switch {
-	case v.Reason == flow.ReasonShutdown:
-		err = msg.Nak()
-	case v.Park && o.Park != nil:
-		if err = o.Park(ctx, msg, v.Delay); err == nil {
-			err = msg.Ack()
-		} else {
-			o.Logger.Warn("parking a message failed; handed back instead", "lane", o.Name, "subject", msg.Subject(), "err", err)
-			err = msg.NakWithDelay(v.Delay)
-		}
-	default:
-		err = msg.NakWithDelay(v.Delay)
+// handBack returns a message to JetStream: at once at shutdown (another
+// dispatcher takes it), else after the verdict's delay. It counts no
+// attempt: its redelivery is a first try again.
+func (p *parker) handBack(msg jetstream.Msg, v flow.Verdict) {
+	if v.Reason == flow.ReasonShutdown {
+		p.check(msg, msg.Nak())
+		return
 	}
+	p.check(msg, msg.NakWithDelay(v.Delay))
+}
+
+func (p *parker) check(msg jetstream.Msg, err error) {
 	if err != nil {
-		o.Logger.Warn("settling a deferred message failed; JetStream redelivers it after AckWait", "lane", o.Name, "subject", msg.Subject(), "err", err)
+		p.o.Logger.Warn("settling a deferred message failed; JetStream redelivers it after AckWait", "lane", p.o.Name, "subject", msg.Subject(), "err", err)
 	}
 }
 

@@ -695,9 +695,11 @@ func (s *Scheduler) Stats() Stats {
 	return st
 }
 
-// expiring counts events that each end at a time. Ends are added in time
-// order (a constant or growing delay after now), so expired ones are at
-// the front.
+// expiring counts events that each end at a time. Expired ends are taken
+// from the front only: stalled keys' ends are a constant delay after now,
+// so in order; a queue-full key's are nearly so (a delay that grows with
+// what is ahead), and one out of order only makes the count a little high
+// for a moment, never low.
 type expiring struct{ ends fifo[time.Time] }
 
 func (e *expiring) add(end time.Time) { e.ends.push(end) }
