@@ -60,6 +60,18 @@ type Config struct {
 
 	// PprofAddr, when set, serves net/http/pprof on a listener of its own.
 	PprofAddr string
+
+	// PublicURL is the dispatcher's address as browsers reach it
+	// (scheme://host[:port]), for portal links; empty uses the Host of the
+	// API request that asks for a link. An https PublicURL also marks the
+	// session cookie Secure.
+	PublicURL string
+	// PortalSessionTTL bounds a Webhook section session; PortalLinkTTL is
+	// how long a portal link can be used.
+	PortalSessionTTL time.Duration
+	PortalLinkTTL    time.Duration
+	// PortalFrameAncestors are the origins allowed to embed the pages.
+	PortalFrameAncestors []string
 }
 
 // Variable is one environment variable the dispatcher reads, for the README
@@ -93,6 +105,10 @@ var Variables = []Variable{
 	{"DISPATCHER_LOG_FORMAT", "text", "text or json"},
 	{"DISPATCHER_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"OTEL_EXPORTER_OTLP_ENDPOINT", "unset: no OTLP export", "OTLP/HTTP endpoint for traces and metrics (the other OTEL_* variables apply too)"},
+	{"DISPATCHER_PUBLIC_URL", "unset: the Host of the API request that creates a portal link, over http", "the dispatcher's address as browsers reach it (https://webhooks.example.com), used in portal links; https also marks the session cookie Secure"},
+	{"DISPATCHER_PORTAL_SESSION_TTL", "8h", "lifetime of a Webhook section session from sign-in (not extended by use)"},
+	{"DISPATCHER_PORTAL_LINK_TTL", "15m", "how long a portal link (POST /v1/integrations/{id}/portal-links) can be used; each works once"},
+	{"DISPATCHER_PORTAL_FRAME_ANCESTORS", "unset: no page may embed the Webhook section", "space-separated origins allowed to embed the pages in a frame (CSP frame-ancestors), e.g. https://dashboard.blazelock.com; use an origin of the same site, as the session cookie is SameSite=Strict"},
 	{"DISPATCHER_PPROF_ADDR", "unset: no profiling listener", "host:port serving Go's net/http/pprof on a listener of its own, for profiling (unauthenticated: loopback only)"},
 }
 
@@ -112,20 +128,22 @@ func Load(getenv func(string) string) Config {
 		return ""
 	}
 	c := Config{
-		NATSURL:           strings.TrimSpace(getenv("NATS_URL")),
-		RedisURL:          strings.TrimSpace(getenv("REDIS_URL")),
-		RedisKeyPrefix:    get("DISPATCHER_REDIS_PREFIX"),
-		HTTPAddr:          get("DISPATCHER_HTTP_ADDR"),
-		AdminToken:        strings.TrimSpace(getenv("DISPATCHER_ADMIN_TOKEN")),
-		DataDir:           get("DISPATCHER_DATA_DIR"),
-		NATSListen:        get("DISPATCHER_NATS_LISTEN"),
-		secretKeyText:     strings.TrimSpace(getenv("DISPATCHER_SECRET_KEY")),
-		retryScheduleText: strings.TrimSpace(getenv("DISPATCHER_RETRY_SCHEDULE")),
-		LogFormat:         get("DISPATCHER_LOG_FORMAT"),
-		LogLevel:          get("DISPATCHER_LOG_LEVEL"),
-		OTLPEndpoint:      strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_ENDPOINT")),
-		PprofAddr:         strings.TrimSpace(getenv("DISPATCHER_PPROF_ADDR")),
-		DeliveriesPageMax: 100,
+		NATSURL:              strings.TrimSpace(getenv("NATS_URL")),
+		RedisURL:             strings.TrimSpace(getenv("REDIS_URL")),
+		RedisKeyPrefix:       get("DISPATCHER_REDIS_PREFIX"),
+		HTTPAddr:             get("DISPATCHER_HTTP_ADDR"),
+		AdminToken:           strings.TrimSpace(getenv("DISPATCHER_ADMIN_TOKEN")),
+		DataDir:              get("DISPATCHER_DATA_DIR"),
+		NATSListen:           get("DISPATCHER_NATS_LISTEN"),
+		secretKeyText:        strings.TrimSpace(getenv("DISPATCHER_SECRET_KEY")),
+		retryScheduleText:    strings.TrimSpace(getenv("DISPATCHER_RETRY_SCHEDULE")),
+		LogFormat:            get("DISPATCHER_LOG_FORMAT"),
+		LogLevel:             get("DISPATCHER_LOG_LEVEL"),
+		OTLPEndpoint:         strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_ENDPOINT")),
+		PprofAddr:            strings.TrimSpace(getenv("DISPATCHER_PPROF_ADDR")),
+		PublicURL:            strings.TrimRight(strings.TrimSpace(getenv("DISPATCHER_PUBLIC_URL")), "/"),
+		PortalFrameAncestors: strings.Fields(getenv("DISPATCHER_PORTAL_FRAME_ANCESTORS")),
+		DeliveriesPageMax:    100,
 	}
 	c.NATSListenExplicit = strings.TrimSpace(getenv("DISPATCHER_NATS_LISTEN")) != ""
 	c.AllowPrivateTargets = c.parseBool("DISPATCHER_ALLOW_PRIVATE_TARGETS", get)
@@ -133,6 +151,8 @@ func Load(getenv func(string) string) Config {
 	c.ShutdownTimeout = c.parseDuration("DISPATCHER_SHUTDOWN_TIMEOUT", get)
 	c.EventRetention = c.parseDuration("DISPATCHER_EVENT_RETENTION", get)
 	c.DuplicateWindow = c.parseDuration("DISPATCHER_DUPLICATE_WINDOW", get)
+	c.PortalSessionTTL = c.parseDuration("DISPATCHER_PORTAL_SESSION_TTL", get)
+	c.PortalLinkTTL = c.parseDuration("DISPATCHER_PORTAL_LINK_TTL", get)
 	c.MaxEventBytes = c.parseInt("DISPATCHER_MAX_EVENT_BYTES", get)
 	c.Concurrency = c.parseInt("DISPATCHER_CONCURRENCY", get)
 	c.EndpointMaxConcurrency = c.parseInt("DISPATCHER_ENDPOINT_MAX_CONCURRENCY", get)
@@ -243,6 +263,8 @@ func (c Config) Validate() error {
 		{"DISPATCHER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
 		{"DISPATCHER_EVENT_RETENTION", c.EventRetention},
 		{"DISPATCHER_DUPLICATE_WINDOW", c.DuplicateWindow},
+		{"DISPATCHER_PORTAL_SESSION_TTL", c.PortalSessionTTL},
+		{"DISPATCHER_PORTAL_LINK_TTL", c.PortalLinkTTL},
 	}
 	for _, d := range durations {
 		if d.v <= 0 {
@@ -251,6 +273,17 @@ func (c Config) Validate() error {
 	}
 	if c.DuplicateWindow > c.EventRetention && c.EventRetention > 0 {
 		add("DISPATCHER_DUPLICATE_WINDOW must not exceed DISPATCHER_EVENT_RETENTION")
+	}
+	if c.PortalSessionTTL > 7*24*time.Hour || c.PortalLinkTTL > 7*24*time.Hour {
+		add("DISPATCHER_PORTAL_SESSION_TTL and DISPATCHER_PORTAL_LINK_TTL must not exceed 168h")
+	}
+	if c.PublicURL != "" && !isOrigin(c.PublicURL) {
+		add("DISPATCHER_PUBLIC_URL=%q must be scheme://host[:port] with http or https and no path", c.PublicURL)
+	}
+	for _, o := range c.PortalFrameAncestors {
+		if !isOrigin(o) {
+			add("DISPATCHER_PORTAL_FRAME_ANCESTORS: %q is not an origin such as https://dashboard.example.com", o)
+		}
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		add("DISPATCHER_LOG_FORMAT=%q: want text or json", c.LogFormat)
@@ -264,6 +297,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	return nil
+}
+
+// isOrigin accepts http(s)://host[:port] and nothing else, so the value is
+// safe to place in a URL prefix or a CSP header.
+func isOrigin(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" &&
+		u.User == nil && (u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == "" &&
+		!strings.ContainsAny(s, " ;,'\"")
 }
 
 func (c *Config) parseBool(name string, get func(string) string) bool {

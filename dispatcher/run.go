@@ -30,6 +30,7 @@ import (
 	"github.com/blazelock/webhooks/dispatcher/fleet"
 	"github.com/blazelock/webhooks/dispatcher/flow"
 	"github.com/blazelock/webhooks/dispatcher/pipeline"
+	"github.com/blazelock/webhooks/dispatcher/portal"
 	"github.com/blazelock/webhooks/dispatcher/replay"
 	"github.com/blazelock/webhooks/dispatcher/retrylane"
 	"github.com/blazelock/webhooks/dispatcher/target"
@@ -51,6 +52,18 @@ func run(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		// Shown once, when generated, and never logged.
 		fmt.Fprintf(logOut, "\nGenerated a management API token (kept in %s):\n\n    %s\n\n", a.generatedTokenPath, a.cfg.AdminToken)
 	}
+	if cfg.Embedded() {
+		// The embedded default is a developer's own machine: a one-time
+		// operator link opens the Webhook section without copying the
+		// token. Printed, never logged; production prints none.
+		link, expires, err := a.portal.OperatorLink(ctx, "http://"+a.httpAddr)
+		if err != nil {
+			a.logger.Warn("could not create a sign-in link for the Webhook section", "err", err)
+		} else {
+			fmt.Fprintf(logOut, "\nWebhook section (one-time sign-in link, valid until %s):\n\n    %s\n\n",
+				expires.Local().Format("15:04"), link)
+		}
+	}
 	return a.wait(ctx)
 }
 
@@ -61,6 +74,7 @@ type app struct {
 	nc       *nats.Conn
 	httpAddr string
 	store    *webhooks.Store
+	portal   *portal.Server
 	// generatedTokenPath is where the embedded default wrote a new token.
 	generatedTokenPath string
 	natsURL            string
@@ -127,6 +141,10 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 	deliveriesKV, err := js.KeyValue(ctx, natsinfra.DeliveriesBucket)
 	if err != nil {
 		return nil, fmt.Errorf("open KV bucket %s: %w", natsinfra.DeliveriesBucket, err)
+	}
+	portalKV, err := js.KeyValue(ctx, natsinfra.PortalBucket)
+	if err != nil {
+		return nil, fmt.Errorf("open KV bucket %s: %w", natsinfra.PortalBucket, err)
 	}
 
 	rdb, err := connectRedis(ctx, cfg, logger)
@@ -221,8 +239,17 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 		writeStatus(w, http.StatusOK, "ready")
 	})
 	mux.Handle("GET /metrics", tel.MetricsHandler)
+	deliveries := replay.New(deliveryLog, lane, js)
+	a.portal = portal.New(portal.Deps{
+		Webhooks: store, Deliveries: deliveries, AdminToken: cfg.AdminToken,
+		Access:    portal.NewAccess(portalKV, portal.AccessOptions{SessionTTL: cfg.PortalSessionTTL, LinkTTL: cfg.PortalLinkTTL}),
+		URLPolicy: policy, Resolver: net.DefaultResolver, PublicURL: cfg.PublicURL,
+		FrameAncestors: cfg.PortalFrameAncestors, Logger: logger,
+	})
+	mux.Handle(portal.Prefix, a.portal.Handler())
+	mux.Handle("GET /{$}", http.RedirectHandler(portal.Prefix, http.StatusSeeOther))
 	mux.Handle("/", api.New(api.Deps{
-		Webhooks: store, Deliveries: replay.New(deliveryLog, lane, js), AdminToken: cfg.AdminToken,
+		Webhooks: store, Deliveries: deliveries, PortalLinks: a.portal, AdminToken: cfg.AdminToken,
 		URLPolicy: policy, Resolver: net.DefaultResolver, Logger: logger,
 	}).Handler())
 
@@ -367,6 +394,7 @@ func provisionOptions(cfg config.Config) natsinfra.Options {
 	// scheduling; past AckWait JetStream hands the message to another
 	// process, which is also how a crashed dispatcher's work is recovered.
 	o.AckWait = 2*cfg.AttemptTimeout + 5*time.Second
+	o.PortalTTL = max(cfg.PortalSessionTTL, cfg.PortalLinkTTL) + time.Hour
 	return o
 }
 

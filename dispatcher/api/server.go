@@ -56,6 +56,9 @@ type Deps struct {
 	// Deliveries serves the delivery routes of SPEC §5.2 (deliveries.go);
 	// nil leaves them out.
 	Deliveries DeliveryService
+	// PortalLinks creates the Webhook section's portal links
+	// (portallinks.go); nil leaves the route out.
+	PortalLinks PortalLinker
 }
 
 // Server is the management API.
@@ -103,6 +106,7 @@ func New(deps Deps) *Server {
 func (s *Server) routes() {
 	s.webhookRoutes()
 	s.deliveryRoutes()
+	s.portalLinkRoutes()
 }
 
 // Handler returns the API's handler: authentication, one log line per

@@ -10,9 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
-	"time"
 
-	"github.com/blazelock/webhooks/dispatcher/target"
 	"github.com/blazelock/webhooks/dispatcher/webhooks"
 	"github.com/blazelock/webhooks/schemas"
 )
@@ -29,9 +27,7 @@ const (
 	// maxBodyBytes bounds a request body; a webhook config is well under
 	// 3 KiB (MaxURLLen + three event names).
 	maxBodyBytes = 64 << 10
-	// urlCheckTimeout bounds the DNS lookup of a webhook URL's host.
-	urlCheckTimeout = 5 * time.Second
-	webhookPath     = "/v1/integrations/{id}/webhook"
+	webhookPath  = "/v1/integrations/{id}/webhook"
 )
 
 // Webhook is the JSON of a webhook configuration. The secret is masked:
@@ -67,16 +63,8 @@ func webhookJSON(c webhooks.Config) Webhook {
 	}
 	return Webhook{
 		IntegrationID: c.IntegrationID, Enabled: c.Enabled, URL: c.URL, Events: events,
-		Secret: maskSecret(c.Secret), CreatedAt: schemas.At(c.CreatedAt), UpdatedAt: schemas.At(c.UpdatedAt),
+		Secret: webhooks.MaskSecret(c.Secret), CreatedAt: schemas.At(c.CreatedAt), UpdatedAt: schemas.At(c.UpdatedAt),
 	}
-}
-
-func maskSecret(secret string) string {
-	const prefix, shown = "whsec_", 4
-	if len(secret) < len(prefix)+2*shown {
-		return prefix + "…"
-	}
-	return prefix + "…" + secret[len(secret)-shown:]
 }
 
 func (s *Server) webhookRoutes() {
@@ -98,11 +86,8 @@ func (s *Server) putWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	set, problems := parseSettings(body)
 	if set.URL != "" {
-		ctx, cancel := context.WithTimeout(r.Context(), urlCheckTimeout)
-		err := s.deps.URLPolicy.CheckURL(ctx, set.URL, s.deps.Resolver)
-		cancel()
-		if err != nil {
-			problems["url"] = append(problems["url"], urlProblem(err))
+		if reason := webhooks.CheckURL(r.Context(), set.URL, s.deps.URLPolicy, s.deps.Resolver); reason != "" {
+			problems["url"] = append(problems["url"], reason)
 		}
 	}
 	if len(problems) > 0 {
@@ -234,8 +219,6 @@ func readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	return body, true
 }
 
-var knownEvents = strings.Join(schemas.EventNames, ", ")
-
 // parseSettings decodes a PUT body and returns every problem it finds, by
 // field: "body" for JSON that is not an object or is malformed (with the
 // line and column), the field's name otherwise. enabled and url are always
@@ -285,29 +268,26 @@ func parseSettings(body []byte) (webhooks.Settings, map[string][]string) {
 	switch {
 	case !ok:
 		if enabledKnown && set.Enabled {
-			add("events", "is required while enabled is true: a non-empty list of "+knownEvents)
+			add("events", "is required while enabled is true: a non-empty list of "+webhooks.KnownEvents)
 		}
 	case jsonType(raw[0]) != "array":
 		add("events", "must be an array of event names, got "+jsonType(raw[0]))
 	default:
 		var items []json.RawMessage
 		_ = json.Unmarshal(raw[0], &items) // an array: it decodes
-		seen := map[string]bool{}
+		var names []string
 		for i, item := range items {
 			var name string
 			if jsonType(item) != "string" || json.Unmarshal(item, &name) != nil {
 				add("events", fmt.Sprintf("item %d must be a string, got %s", i, jsonType(item)))
 				continue
 			}
-			switch {
-			case !schemas.IsEventName(name):
-				add("events", fmt.Sprintf("%q is not an event; known events: %s", name, knownEvents))
-			case seen[name]:
-				add("events", fmt.Sprintf("%q is listed more than once", name))
-			default:
-				set.Events = append(set.Events, name)
-			}
-			seen[name] = true
+			names = append(names, name)
+		}
+		events, eventProblems := webhooks.CheckEventNames(names)
+		set.Events = events
+		for _, p := range eventProblems {
+			add("events", p)
 		}
 		if len(items) == 0 && enabledKnown && set.Enabled {
 			add("events", "must not be empty while enabled is true")
@@ -409,14 +389,6 @@ func tokenType(tok json.Token) string {
 	default:
 		return "number"
 	}
-}
-
-// urlProblem is the "url" message for a URL the policy refuses.
-func urlProblem(err error) string {
-	if ue, ok := errors.AsType[*target.URLError](err); ok {
-		return ue.Reason
-	}
-	return "is not an acceptable webhook URL"
 }
 
 // storeError answers a store failure. Store errors never contain a secret;

@@ -187,9 +187,7 @@ func Skip(rec *deliverylog.Delivery, job Job, reason string, now time.Time) erro
 // which the caller reads from the events stream. ErrNotRetryable for a
 // pending or rejected delivery.
 func Replay(rec *deliverylog.Delivery, now time.Time) (Job, error) {
-	switch rec.State {
-	case deliverylog.StateDead, deliverylog.StateSkipped, deliverylog.StateSucceeded:
-	default:
+	if !Replayable(rec.State) {
 		return Job{}, fmt.Errorf("%w: it is %s", ErrNotRetryable, rec.State)
 	}
 	now = now.UTC()
@@ -198,6 +196,17 @@ func Replay(rec *deliverylog.Delivery, now time.Time) (Job, error) {
 		DeliveryID: rec.ID, EventID: deref(rec.EventID), IntegrationID: rec.IntegrationID, Event: deref(rec.Event),
 		Attempt: 1, Series: rec.Series, EventSequence: rec.EventSequence, CreatedAt: rec.CreatedAt,
 	}, nil
+}
+
+// Replayable reports whether a delivery in state can be replayed: it is
+// finished (dead, skipped or succeeded), and not rejected, whose event
+// would be rejected again.
+func Replayable(state string) bool {
+	switch state {
+	case deliverylog.StateDead, deliverylog.StateSkipped, deliverylog.StateSucceeded:
+		return true
+	}
+	return false
 }
 
 func stale(rec *deliverylog.Delivery, job Job) error {

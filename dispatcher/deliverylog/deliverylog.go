@@ -163,6 +163,7 @@ func (l *Log) Get(ctx context.Context, deliveryID string) (*Delivery, error) {
 // ListOptions filter and page a listing.
 type ListOptions struct {
 	State string // empty: every state
+	Event string // empty: every event
 	Limit int
 	// Cursor is the last delivery id of the previous page; the page holds
 	// older deliveries only.
@@ -194,7 +195,7 @@ func (l *Log) List(ctx context.Context, integrationID string, o ListOptions) ([]
 		if err != nil {
 			return nil, "", err
 		}
-		if o.State != "" && d.State != o.State {
+		if o.State != "" && d.State != o.State || o.Event != "" && (d.Event == nil || *d.Event != o.Event) {
 			continue
 		}
 		out = append(out, d)

@@ -73,6 +73,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -284,6 +285,24 @@ func validID(id string) bool {
 
 func invalidID(id string) error {
 	return fmt.Errorf("%w: %q", ErrInvalidID, id)
+}
+
+// IDs returns the ids of the integrations that have a webhook
+// configuration, sorted. It lists the bucket's keys: meant for an
+// operator's index page, not for a hot path.
+func (s *Store) IDs(ctx context.Context) ([]string, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list webhook keys: %w", err)
+	}
+	var ids []string
+	for k := range lister.Keys() {
+		if validID(k) { // not the reserved generation key
+			ids = append(ids, k)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
 }
 
 // nanotime is a monotonic clock in ns since the store was created.

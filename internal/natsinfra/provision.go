@@ -47,6 +47,10 @@ const (
 	// so the keys of crashed processes leave the bucket. A dispatcher stops
 	// counting a silent peer well before that (fleet.Options.StaleAfter).
 	FleetTTL = 30 * time.Second
+
+	// PortalBucket holds the Webhook section's sessions and single-use
+	// portal links (see dispatcher/portal), shared by every dispatcher.
+	PortalBucket = "BLAZELOCK_PORTAL"
 )
 
 // Options are the operator's choices for provisioning.
@@ -67,6 +71,10 @@ type Options struct {
 	AckWait time.Duration
 	// MaxAckPending caps messages handed out but not yet acknowledged, per consumer.
 	MaxAckPending int
+	// PortalTTL is how long the portal bucket keeps a session or link
+	// record: at least their longest lifetime (each record also carries its
+	// own expiry, which is what is enforced).
+	PortalTTL time.Duration
 }
 
 // DefaultOptions are used by the embedded default and the tests.
@@ -79,6 +87,7 @@ func DefaultOptions() Options {
 		MaxMsgBytes:     1 << 20,
 		AckWait:         60 * time.Second,
 		MaxAckPending:   20000,
+		PortalTTL:       24 * time.Hour,
 	}
 }
 
@@ -161,6 +170,14 @@ func (o Options) Buckets() []jetstream.KeyValueConfig {
 			Description: "live dispatchers: one key per process, refreshed by its heartbeat",
 			History:     1,
 			TTL:         FleetTTL,
+			Storage:     o.Storage,
+			Replicas:    o.Replicas,
+		},
+		{
+			Bucket:      PortalBucket,
+			Description: "Webhook section sessions and portal links (keys are hashes of the secrets)",
+			History:     1,
+			TTL:         o.PortalTTL,
 			Storage:     o.Storage,
 			Replicas:    o.Replicas,
 		},

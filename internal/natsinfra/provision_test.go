@@ -86,7 +86,7 @@ func TestProvisionCreatesEveryBucket(t *testing.T) {
 			t.Errorf("bucket %s stored ttl=%s history=%d, asked %s %d", want.Bucket, st.TTL(), st.History(), want.TTL, want.History)
 		}
 	}
-	for _, b := range []string{natsinfra.WebhooksBucket, natsinfra.DeliveriesBucket, natsinfra.FleetBucket} {
+	for _, b := range []string{natsinfra.WebhooksBucket, natsinfra.DeliveriesBucket, natsinfra.FleetBucket, natsinfra.PortalBucket} {
 		if !names[b] {
 			t.Errorf("Buckets() lacks %s", b)
 		}
