@@ -89,13 +89,25 @@ func newStack(t *testing.T, env map[string]string) *stack {
 // dispatcher starts one more dispatcher on the stack, stopped at cleanup.
 func (s *stack) dispatcher() *app {
 	s.t.Helper()
-	return s.dispatcherWith()
+	return s.dispatcherEnv(nil)
 }
 
 // dispatcherWith starts a dispatcher whose spans also go to the processors.
 func (s *stack) dispatcherWith(spanProcessors ...sdktrace.SpanProcessor) *app {
 	s.t.Helper()
-	cfg := config.Load(func(k string) string { return s.env[k] })
+	return s.dispatcherEnv(nil, spanProcessors...)
+}
+
+// dispatcherEnv starts a dispatcher with env overriding the stack's
+// variables for this process only.
+func (s *stack) dispatcherEnv(env map[string]string, spanProcessors ...sdktrace.SpanProcessor) *app {
+	s.t.Helper()
+	cfg := config.Load(func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		return s.env[k]
+	})
 	if err := cfg.Validate(); err != nil {
 		s.t.Fatal(err)
 	}
