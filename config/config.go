@@ -85,7 +85,7 @@ var Variables = []Variable{
 	{"NATS_URL", "unset: start an embedded nats-server", "external NATS server (JetStream, nats-server ≥ 2.12)"},
 	{"REDIS_URL", "unset: no Redis, configs read from JetStream KV (a warning is logged)", "Redis cache of webhook configs, e.g. redis://127.0.0.1:6379/0"},
 	{"DISPATCHER_REDIS_PREFIX", "blazelock:", "prefix of every Redis key, to share one Redis safely"},
-	{"DISPATCHER_HTTP_ADDR", "127.0.0.1:8080", "management API, /healthz, /readyz and /metrics listener"},
+	{"DISPATCHER_HTTP_ADDR", "127.0.0.1:8080", "management API, Webhook section pages (/portal/), /healthz, /readyz and /metrics listener"},
 	{"DISPATCHER_ADMIN_TOKEN", "required with NATS_URL; generated into the data dir by the embedded default", "bearer token of the management API (at least 32 characters)"},
 	{"DISPATCHER_DATA_DIR", "./data", "embedded NATS store and the generated development keys"},
 	{"DISPATCHER_NATS_LISTEN", "127.0.0.1:4222", "client listener of the embedded NATS; a busy default falls back to a free port (printed), a busy explicit address is an error"},
