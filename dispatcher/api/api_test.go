@@ -63,7 +63,7 @@ type apiEnv struct {
 
 // newAPI serves the API over a real JetStream and Redis. At cleanup it
 // checks that no secret and not the admin token ever reached the log.
-func newAPI(t *testing.T) *apiEnv {
+func newAPI(t *testing.T, options ...func(*api.Deps, jetstream.JetStream)) *apiEnv {
 	t.Helper()
 	ctx := context.Background()
 	js := testinfra.ProvisionedJetStream(t)
@@ -81,7 +81,11 @@ func newAPI(t *testing.T) *apiEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(store.Close)
-	srv := api.New(api.Deps{Webhooks: store, AdminToken: adminToken, URLPolicy: target.Policy{}, Resolver: testResolver, Logger: logger})
+	deps := api.Deps{Webhooks: store, AdminToken: adminToken, URLPolicy: target.Policy{}, Resolver: testResolver, Logger: logger}
+	for _, o := range options {
+		o(&deps, js)
+	}
+	srv := api.New(deps)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	e := &apiEnv{t: t, base: ts.URL, client: ts.Client(), logs: logs, kv: kv}
