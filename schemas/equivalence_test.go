@@ -107,3 +107,53 @@ func TestFastPathMatchesPublishedSchemas(t *testing.T) {
 		}
 	}
 }
+
+// TestShortcutTakesValidExamples: every valid example is accepted by the
+// shortcut itself, so the hot path really skips the generic pass (the
+// soundness side, never accepting more than the schemas, is
+// TestFastPathMatchesPublishedSchemas and FuzzValidate, which compare
+// Validate, shortcut included, with the schema files as published).
+func TestShortcutTakesValidExamples(t *testing.T) {
+	for _, file := range globExamples(t, "examples/valid/*.json", 5) {
+		d := decoder{buf: readFile(t, file), mode: decodeMode{envelope: true, compact: true, names: &loadSchemas().names}}
+		value, err := d.decodeDocument()
+		if err != nil || len(d.violations) > 0 {
+			t.Fatalf("%s: %v %v", file, err, d.violations)
+		}
+		if !acceptsEnvelope(value) {
+			t.Errorf("%s: valid, but the shortcut sends it to the generic validator", file)
+		}
+	}
+}
+
+// TestShortcutBoundaries: values at the edge of each rule the shortcut
+// restates, each checked against the published schemas.
+func TestShortcutBoundaries(t *testing.T) {
+	base := string(readFile(t, "examples/valid/completed-malicious-with-findings.json"))
+	var env map[string]any
+	if err := json.Unmarshal([]byte(base), &env); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string][]any{
+		"file_size":     {json.Number("0"), json.Number("9007199254740991"), json.Number("9007199254740992"), json.Number("1.0"), json.Number("1e3"), json.Number("-0")},
+		"submitted_at":  {"2026-02-28T23:59:59.999Z", "2026-02-29T00:00:00.000Z", "2024-02-29T00:00:00.000Z", "2026-03-09T24:00:00.000Z", "2026-03-09T12:34:56.000+00:00", "2026-03-09T12:34:56Z", "2026-03-09t12:34:56.000Z"},
+		"file_type":     {"a/b", "application/pdf; charset=binary", "a/", "/b", "-a/b", "a/-b", "a b/c", "ä/b"},
+		"id":            {"0195A0C1-7E2F-7A10-8C3D-2B4E6F8A9C01", "0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c0", "0195a0c1x7e2f-7a10-8c3d-2b4e6f8a9c01"},
+		"file_name":     {"", " ", "ſ"},
+		"status":        {"completed", "Completed", "processing"},
+		"scan_duration": {json.Number("0"), json.Number("12"), nil},
+	}
+	for field, values := range cases {
+		for _, v := range values {
+			data := env["data"].(map[string]any)
+			orig := data[field]
+			data[field] = v
+			body, err := json.Marshal(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSameAsPublished(t, body)
+			data[field] = orig
+		}
+	}
+}
