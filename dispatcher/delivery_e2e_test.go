@@ -39,7 +39,8 @@ func TestDeliveryIsSignedWithEverySpecHeader(t *testing.T) {
 	if !got.Verified {
 		t.Fatalf("receiver could not verify the webhook: %s", got.Reason)
 	}
-	// Independently of the receiver: recompute the SPEC §2 signature.
+	// Independently of the receiver: recompute the signature
+	// (docs/contract.md, Signature).
 	ts, _ := strconv.ParseInt(got.Timestamp, 10, 64)
 	if want := sign.Signature(s.secret(a, id), ts, got.Body); got.Signature != want {
 		t.Fatalf("signature %s, want %s", got.Signature, want)

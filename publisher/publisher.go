@@ -1,7 +1,7 @@
 // Package publisher is what scan services use to publish Blazelock scan
-// events to JetStream (SPEC §5.1).
+// events to JetStream (docs/contract.md, Publishing events).
 //
-// It builds the envelope from typed values in SPEC key order, assigns a
+// It builds the envelope from typed values in the contract's key order, assigns a
 // UUIDv7 event id unless one is given, validates the bytes against the JSON
 // Schemas and the size limit, and publishes them on
 // blazelock.events.<integration_id>.<event> with Nats-Msg-Id (the event id,
@@ -29,7 +29,8 @@ import (
 	"github.com/blazelock/webhooks/schemas"
 )
 
-// DefaultMaxEventBytes is SPEC §5.1's default event size limit (256 KiB).
+// DefaultMaxEventBytes is the default event size limit (256 KiB,
+// docs/contract.md, Publishing events).
 const DefaultMaxEventBytes = 256 << 10
 
 // Event is one scan event to publish.

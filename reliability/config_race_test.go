@@ -12,7 +12,8 @@ import (
 	"github.com/blazelock/webhooks/subscriber/receiver"
 )
 
-// TestConfigChangesRaceAttempts: SPEC §3's "immediately". Two dispatchers
+// TestConfigChangesRaceAttempts: the "immediately" of docs/contract.md,
+// Configuration at attempt time. Two dispatchers
 // (with the Redis cache) keep three integrations busy with attempts in
 // flight and retries due every second, against endpoints that fail; then,
 // through one dispatcher's API, X's URL is changed, Y's secret rotated and

@@ -14,7 +14,7 @@ import (
 // fields while keeping a hostile body from growing the stack.
 const maxNestingDepth = 64
 
-// envelopeKeys is the SPEC §1.1 top-level key order.
+// envelopeKeys is the top-level key order (docs/contract.md, Envelope).
 var envelopeKeys = [...]string{"event", "integration_id", "occurred_at", "data"}
 
 // Bounds on number literals (see decoder.number).

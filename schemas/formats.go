@@ -12,8 +12,9 @@ import (
 // validateDateTime is the "date-time" format: a real RFC 3339 date and time.
 // It replaces the validator's built-in check, which accepts a leap second
 // (23:59:60) that Go's time package, and therefore Timestamp, cannot parse.
-// The shape SPEC §1.1 requires (UTC, milliseconds) is the schema's pattern;
-// this adds what a pattern cannot see: February 30th, hour 24, and so on.
+// The shape docs/contract.md, Envelope, requires (UTC, milliseconds) is the
+// schema's pattern; this adds what a pattern cannot see: February 30th, hour
+// 24, and so on.
 func validateDateTime(v any) error {
 	s, ok := v.(string)
 	if !ok {

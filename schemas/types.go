@@ -6,14 +6,14 @@ import (
 	"time"
 )
 
-// Event names (SPEC §1).
+// Event names (docs/contract.md, Events).
 const (
 	EventSubmitted = "file_scan.submitted"
 	EventCompleted = "file_scan.completed"
 	EventFailed    = "file_scan.failed"
 )
 
-// EventNames lists every event in SPEC order.
+// EventNames lists every event in the contract's order (docs/contract.md, Events).
 var EventNames = []string{EventSubmitted, EventCompleted, EventFailed}
 
 // IsEventName reports whether name is one of the three events.
@@ -26,7 +26,8 @@ func IsEventName(name string) bool {
 	return false
 }
 
-// TimestampLayout is SPEC §1.1's timestamp: RFC 3339, UTC, milliseconds.
+// TimestampLayout is the contract's timestamp (docs/contract.md, Envelope):
+// RFC 3339, UTC, milliseconds.
 const TimestampLayout = "2006-01-02T15:04:05.000Z"
 
 // Timestamp is a time that marshals as TimestampLayout.
@@ -38,12 +39,12 @@ func At(t time.Time) Timestamp { return Timestamp{t.UTC().Truncate(time.Millisec
 // String formats the timestamp with TimestampLayout.
 func (t Timestamp) String() string { return t.UTC().Format(TimestampLayout) }
 
-// MarshalJSON writes the SPEC layout.
+// MarshalJSON writes the contract's layout.
 func (t Timestamp) MarshalJSON() ([]byte, error) {
 	return []byte(`"` + t.String() + `"`), nil
 }
 
-// UnmarshalJSON accepts the SPEC layout only.
+// UnmarshalJSON accepts the contract's layout only.
 func (t *Timestamp) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
@@ -57,8 +58,9 @@ func (t *Timestamp) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Envelope is the webhook body (SPEC §1.1). Field order is the wire order.
-// Data is kept raw so the delivered bytes are exactly the published bytes.
+// Envelope is the webhook body (docs/contract.md, Envelope). Field order is
+// the wire order. Data is kept raw so the delivered bytes are exactly the
+// published bytes.
 type Envelope struct {
 	Event         string          `json:"event"`
 	IntegrationID string          `json:"integration_id"`
@@ -66,7 +68,8 @@ type Envelope struct {
 	Data          json.RawMessage `json:"data"`
 }
 
-// FileScan is the file scan object carried in Data (SPEC §1.2). Fields that
+// FileScan is the file scan object carried in Data (docs/contract.md, File
+// scan object). Fields that
 // only some events carry are pointers or omitempty, so one type serves all
 // three events; its field order is the wire order.
 type FileScan struct {
@@ -100,7 +103,8 @@ type ScanResult struct {
 	Findings []Finding `json:"findings"`
 }
 
-// Finding is one item of ScanResult.Findings (SPEC: decided shape).
+// Finding is one item of ScanResult.Findings (a decided shape: docs/contract.md,
+// Decisions taken where the source was silent).
 type Finding struct {
 	Name     string `json:"name"`
 	Category string `json:"category"`

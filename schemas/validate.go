@@ -82,13 +82,13 @@ func (e *ValidationError) Error() string {
 	return sb.String()
 }
 
-// Validate checks a webhook body (SPEC §1.1) as it is published and delivered:
-// valid UTF-8; strict JSON with no duplicate keys, no escaped lone surrogates
-// and no key inside data that differs from a defined field name only in
-// letter case; compact (no insignificant whitespace anywhere); the four
-// envelope keys in SPEC order; the envelope schema; and data against the
-// schema of the named event. It returns nil or a *ValidationError listing
-// every violation. It is safe for concurrent use.
+// Validate checks a webhook body (docs/contract.md, Envelope) as it is
+// published and delivered: valid UTF-8; strict JSON with no duplicate keys, no
+// escaped lone surrogates and no key inside data that differs from a defined
+// field name only in letter case; compact (no insignificant whitespace
+// anywhere); the four envelope keys in their contract order; the envelope
+// schema; and data against the schema of the named event. It returns nil or a
+// *ValidationError listing every violation. It is safe for concurrent use.
 func Validate(body []byte) error {
 	return loadSchemas().validateBody(body)
 }

@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-// specTestVectorBody is the body of SPEC §2's signature test vector.
+// specTestVectorBody is the body of the signature test vector
+// (docs/contract.md, Signature).
 const specTestVectorBody = `{"event":"file_scan.submitted","integration_id":"0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c01","occurred_at":"2026-03-09T12:34:56.000Z","data":{"id":"019583d8-b2e4-7b8d-9d1f-6f4cb3d0b6f1","external_reference_id":"invoice-4711","status":"processing","execution_mode":"async","file_name":"invoice.pdf","file_size":245761,"submitted_at":"2026-03-09T12:34:56.000Z"}}`
 
 var statusForEvent = map[string]string{
@@ -139,7 +140,7 @@ func TestSpecTestVectorExampleIsExact(t *testing.T) {
 	if string(body) != specTestVectorBody {
 		t.Fatalf("examples/valid/spec-test-vector.json differs from the SPEC §2 body")
 	}
-	// The shared types reproduce the SPEC bytes exactly, so a publisher using
+	// The shared types reproduce the contract's bytes exactly, so a publisher using
 	// them produces what receivers are told to expect.
 	env, scan := decodeTyped(t, body)
 	data, err := json.Marshal(scan)

@@ -17,7 +17,8 @@ import (
 )
 
 // The README's Node.js and Python snippets are run, as written, against the
-// SPEC test vector and a set of refusals, and must agree with the Go package.
+// test vector of docs/contract.md, Signature, and a set of refusals, and must
+// agree with the Go package.
 
 const (
 	specSecret    = "whsec_test_fixture_secret"

@@ -1,7 +1,7 @@
 // Package deliver makes one webhook attempt: it signs the body with a fresh
-// timestamp, POSTs it with every SPEC §2 header over an SSRF-guarded
-// transport, and classifies the outcome. Retries across minutes and hours
-// are not done here: they are scheduled durably by the pipeline.
+// timestamp, POSTs it with every header of docs/contract.md, Headers, over an
+// SSRF-guarded transport, and classifies the outcome. Retries across minutes
+// and hours are not done here: they are scheduled durably by the pipeline.
 package deliver
 
 import (
@@ -29,7 +29,7 @@ import (
 	"github.com/blazelock/webhooks/dispatcher/sign"
 )
 
-// SPEC §2 header names.
+// Header names (docs/contract.md, Headers).
 const (
 	HeaderTimestamp = "X-Blazelock-Webhook-Timestamp"
 	HeaderSignature = "X-Blazelock-Webhook-Signature"
@@ -37,7 +37,8 @@ const (
 	HeaderAttempt   = "X-Blazelock-Webhook-Attempt"
 )
 
-// MaxExcerptBytes is how much of a response body is kept (SPEC §3: 64 KiB).
+// MaxExcerptBytes is how much of a response body is kept (64 KiB,
+// docs/contract.md, Attempt outcome).
 const MaxExcerptBytes = 64 << 10
 
 // drainBytes bounds how much more of a response is read (and discarded) so
@@ -144,8 +145,9 @@ func New(o Options) *Sender {
 		// the pool to every endpoint whenever one attempt fails (issue #237).
 		Transport: otelhttp.NewTransport(flatBody{transport}, otelOpts...),
 		Timeout:   o.AttemptTimeout,
-		// SPEC §3: redirects are failures, never followed (a redirect to a
-		// private address must not become an SSRF either).
+		// docs/contract.md, Attempt outcome: redirects are failures, never
+		// followed (a redirect to a private address must not become an SSRF
+		// either).
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	client := &retryablehttp.Client{
@@ -208,7 +210,8 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 		}
 	}
 	// A 2xx whose body could not be read within the timeout did not complete
-	// within 15 s of the request start: SPEC §3 counts it as a failure.
+	// within 15 s of the request start: docs/contract.md, Attempt outcome,
+	// counts it as a failure.
 	if readErr != nil && res.Class == ClassSuccess {
 		res.Class, res.Err = s.classifyError(readErr), stripURL(readErr)
 	}
@@ -265,7 +268,7 @@ func stripURL(err error) error {
 }
 
 // maxFlatBodyBytes bounds the bodies flatBody copies; every event is far
-// below it (SPEC §5.1: 256 KiB by default).
+// below it (256 KiB by default: docs/contract.md, Publishing events).
 const maxFlatBodyBytes = 1 << 20
 
 // flatBody sits between otelhttp and the http.Transport. otelhttp wraps the

@@ -1,9 +1,9 @@
-// Package delivery owns a delivery's state: the work item that travels
-// through the lanes (Job) and every transition of its record in the
-// delivery log (SPEC §5.2's states). The pipeline and the replay route
-// change a record only through these functions; package retrylane only
-// encodes a Job into NATS messages and back, and package deliverylog only
-// stores records.
+// Package delivery owns a delivery's state: the work item that travels through
+// the lanes (Job) and every transition of its record in the delivery log
+// (docs/contract.md, Delivery states). The pipeline and the replay route
+// change a record only through these functions; package retrylane only encodes
+// a Job into NATS messages and back, and package deliverylog only stores
+// records.
 //
 // The transitions are functions taking the record, not methods on it,
 // because the record's type stays in deliverylog, beside the store: it is
@@ -169,9 +169,10 @@ func Attempted(rec *deliverylog.Delivery, job Job, res deliver.Result, next Deci
 	return nil
 }
 
-// Skip ends the delivery as skipped at now, with the reason (SPEC §3: the
-// webhook is disabled or gone, or no longer selects the event); no attempt
-// is made or counted. ErrStale when rec is already past job.
+// Skip ends the delivery as skipped at now, with the reason (docs/contract.md,
+// Configuration at attempt time: the webhook is disabled or gone, or no longer
+// selects the event); no attempt is made or counted. ErrStale when rec is
+// already past job.
 func Skip(rec *deliverylog.Delivery, job Job, reason string, now time.Time) error {
 	if AlreadyDone(rec, job) {
 		return stale(rec, job)

@@ -1,4 +1,5 @@
-// Package deliverylog records every delivery and its attempts (SPEC §5.2)
+// Package deliverylog records every delivery and its attempts
+// (docs/contract.md, Delivery log)
 // in the JetStream KV bucket BLAZELOCK_DELIVERIES.
 //
 // Why KV: it is already provisioned with the cluster (no extra database), it
@@ -29,7 +30,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Delivery states (SPEC §5.2).
+// Delivery states (docs/contract.md, Delivery states).
 const (
 	StatePending   = "pending"
 	StateSucceeded = "succeeded"

@@ -64,7 +64,7 @@ type Deps struct {
 	Logger    *slog.Logger
 	Tracer    trace.Tracer
 	Extractor propagation.TextMapPropagator
-	// MaxEventBytes is the size limit of SPEC §5.1.
+	// MaxEventBytes is the event size limit (docs/contract.md, Publishing events).
 	MaxEventBytes int
 	// StoreRetryBudget bounds how long the outcome of an attempt is
 	// retried into the delivery log and the retry lane before the message
@@ -316,7 +316,8 @@ func (p *Pipeline) request(ctx context.Context, job delivery.Job, slot consume.S
 	defer func() { slot.Done(outcome) }()
 
 	// The config is read after the slot is granted, right before the
-	// request: SPEC §3's "immediately" means no attempt that starts after
+	// request: the "immediately" of docs/contract.md, Configuration at
+	// attempt time, means no attempt that starts after
 	// the API answered a change may use the old setting, and waiting for a
 	// slot between the read and the request would open such a window.
 	cfg, err = p.Configs.Get(ctx, job.IntegrationID)

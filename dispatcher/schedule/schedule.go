@@ -1,5 +1,6 @@
-// Package schedule is the retry schedule of SPEC §3: how long to wait after a
-// failed attempt, with jitter and Retry-After, and when to give up.
+// Package schedule is the retry schedule (docs/contract.md, Retry schedule):
+// how long to wait after a failed attempt, with jitter and Retry-After, and
+// when to give up.
 package schedule
 
 import (
@@ -18,12 +19,12 @@ const (
 	// lifetime (and so the delivery log's retention) bounded.
 	MaxDelay = 24 * time.Hour
 
-	// MaxRetries is the most delays a schedule may have: SPEC §3 promises
+	// MaxRetries is the most delays a schedule may have: the contract promises
 	// at most 10 attempts and the attempt header is documented as 1 to 10,
 	// so an operator schedule may shorten that but not lengthen it.
 	MaxRetries = 9
 
-	// JitterFraction is the ±10 % jitter of SPEC §3.
+	// JitterFraction is the ±10 % jitter of docs/contract.md, Retry schedule.
 	JitterFraction = 0.10
 )
 
@@ -34,8 +35,9 @@ type Schedule struct {
 	delays []time.Duration // never mutated after construction; copies are shared
 }
 
-// Default returns the SPEC §3 schedule: attempt 1 immediately, then 1 min,
-// 2 min, 5 min, 10 min, 30 min, 1 h, 2 h, 4 h and 8 h: 10 attempts.
+// Default returns the contract's schedule (docs/contract.md, Retry schedule):
+// attempt 1 immediately, then 1 min, 2 min, 5 min, 10 min, 30 min, 1 h, 2 h, 4
+// h and 8 h: 10 attempts.
 func Default() Schedule {
 	return Schedule{delays: []time.Duration{
 		time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute, 30 * time.Minute,

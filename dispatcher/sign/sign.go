@@ -1,4 +1,5 @@
-// Package sign computes the webhook signature of SPEC §2 and creates and
+// Package sign computes the webhook signature (docs/contract.md, Signature)
+// and creates and
 // checks webhook secrets.
 //
 // The signature is the lowercase hex HMAC-SHA256, keyed with the secret

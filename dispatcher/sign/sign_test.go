@@ -13,7 +13,7 @@ import (
 	"testing"
 )
 
-// specBody is the SPEC §2 test vector body, byte for byte.
+// specBody is the test vector body of docs/contract.md, Signature, byte for byte.
 const specBody = `{"event":"file_scan.submitted","integration_id":"0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c01","occurred_at":"2026-03-09T12:34:56.000Z","data":{"id":"019583d8-b2e4-7b8d-9d1f-6f4cb3d0b6f1","external_reference_id":"invoice-4711","status":"processing","execution_mode":"async","file_name":"invoice.pdf","file_size":245761,"submitted_at":"2026-03-09T12:34:56.000Z"}}`
 
 // reference is the textbook construction, written independently of the code
@@ -197,7 +197,7 @@ func TestValidSecret(t *testing.T) {
 		{"whsec_" + strings.Repeat("_", 42) + "8", true},
 		{"", false},
 		{"whsec_", false},
-		{"whsec_test_fixture_secret", false},                 // the SPEC fixture is a key, not a generated secret
+		{"whsec_test_fixture_secret", false},                 // the contract's fixture is a key, not a generated secret
 		{"WHSEC_" + strings.Repeat("A", 43), false},          // prefix is case-sensitive
 		{"whsec_" + strings.Repeat("A", 42), false},          // too short
 		{"whsec_" + strings.Repeat("A", 44), false},          // too long

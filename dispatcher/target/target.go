@@ -1,7 +1,7 @@
 // Package target decides which webhook URLs and IP addresses the dispatcher
-// may deliver to (SPEC §4): https only, no credentials, not localhost, and no
-// loopback, private, link-local, CGNAT, multicast, unspecified, cloud
-// metadata or other special-purpose address.
+// may deliver to (docs/contract.md, URL rules): https only, no credentials,
+// not localhost, and no loopback, private, link-local, CGNAT, multicast,
+// unspecified, cloud metadata or other special-purpose address.
 //
 // The rules run twice: CheckURL when a configuration is saved (so the
 // customer gets a 422 with a reason), and DialControl on every connection the

@@ -15,7 +15,8 @@ import (
 
 // FuzzMessage feeds validate.Message what any publisher on the events
 // stream controls: the subject, the Nats-Msg-Id header and the body. It
-// must never panic, and must decide exactly as the contract (SPEC §5.1)
+// must never panic, and must decide exactly as the contract
+// (docs/contract.md, Rejected events)
 // read the slow way: size, subject shape, known event, UUID id, schema,
 // then subject and body agreeing as decoded by encoding/json. That makes
 // it a differential test of the fast path (a byte-prefix comparison that
@@ -77,8 +78,8 @@ func FuzzMessage(f *testing.F) {
 	})
 }
 
-// reference decides the way SPEC §5.1 reads, without any fast path; it
-// returns "" for a deliverable event.
+// reference decides the way docs/contract.md, Rejected events, reads, without
+// any fast path; it returns "" for a deliverable event.
 func reference(subject, msgID string, body []byte, max int) string {
 	if len(body) > max {
 		return "oversized"

@@ -1,7 +1,7 @@
-// Package validate decides whether a message on the events stream is an
-// event the dispatcher may deliver (SPEC §5.1). A message that is not is
-// rejected with a reason, recorded, kept in the stream, and never
-// redelivered.
+// Package validate decides whether a message on the events stream is an event
+// the dispatcher may deliver (docs/contract.md, Rejected events). A message
+// that is not is rejected with a reason, recorded, kept in the stream, and
+// never redelivered.
 package validate
 
 import (
@@ -82,7 +82,7 @@ func Message(subject string, header nats.Header, body []byte, maxEventBytes int)
 }
 
 // envelopeHeadIs is the fast path of the subject/body check: a valid body
-// (schemas.Validate has passed: compact, keys in SPEC order, no duplicate
+// (schemas.Validate has passed: compact, keys in contract order, no duplicate
 // keys) written without escapes in these two values starts exactly like
 // this, so one prefix comparison replaces decoding the whole body again.
 // Anything else, escapes included, takes the json.Unmarshal path.

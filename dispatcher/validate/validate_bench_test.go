@@ -25,7 +25,8 @@ func benchBody(tb testing.TB) []byte {
 	return b
 }
 
-// BenchmarkMessage is the dispatcher's per-message validation (SPEC §5.1):
+// BenchmarkMessage is the dispatcher's per-message validation
+// (docs/contract.md, Rejected events):
 // subject, event id, JSON Schema, and subject/body agreement.
 func BenchmarkMessage(b *testing.B) {
 	raw := benchBody(b)

@@ -15,7 +15,8 @@ import (
 )
 
 // Names of everything the dispatcher keeps in JetStream. They are fixed by
-// SPEC §5.1 (the events stream) or by this project; operators see them in
+// the contract (the events stream: docs/contract.md, Publishing events) or
+// by this project; operators see them in
 // `nats stream ls`.
 const (
 	EventsStream   = "BLAZELOCK_EVENTS"

@@ -9,9 +9,10 @@ import (
 )
 
 // eventKey identifies an event in the de-duplication table in 16 bytes: the
-// UUID of X-Blazelock-Webhook-Id when it is one (SPEC: UUIDv7), else a hash of
-// the header, else (no header at all) a hash of the body, which SPEC keeps
-// byte-identical across attempts.
+// UUID of X-Blazelock-Webhook-Id when it is one (UUIDv7 from the publisher),
+// else a hash of the header, else (no header at all) a hash of the body, which
+// the contract (docs/contract.md, Envelope) keeps byte-identical across
+// attempts.
 type eventKey [16]byte
 
 func keyOf(webhookID string, body []byte) eventKey {

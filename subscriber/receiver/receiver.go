@@ -207,7 +207,7 @@ func (rc *Receiver) Close() {
 }
 
 // SetSecret adds or replaces the secret of an integration, effective for the
-// next request (as a secret rotation is, SPEC §4).
+// next request (as a secret rotation is: docs/contract.md, Secrets).
 func (rc *Receiver) SetSecret(integrationID, secret string) {
 	rc.updateSecrets(func(m map[string]string) { m[integrationID] = secret })
 }

@@ -82,7 +82,7 @@ type counters struct {
 }
 
 // latencyBuckets cover a local sub-millisecond delivery up to one that waited
-// through the whole SPEC retry schedule (~16 h).
+// through the whole retry schedule (~16 h, docs/contract.md, Retry schedule).
 var latencyBuckets = []float64{
 	0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
 	1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 57600,

@@ -29,7 +29,7 @@ var (
 	// return it (wrapped or not) for ids they do not know.
 	ErrUnknownIntegration = errors.New("unknown integration")
 	// ErrMalformedEnvelope: the request verified, but its body is not a
-	// webhook envelope (SPEC §1.1).
+	// webhook envelope (docs/contract.md, Envelope).
 	ErrMalformedEnvelope = errors.New("malformed webhook envelope")
 )
 
@@ -255,9 +255,10 @@ func envelopeFrom(wire *wireEnvelope, parseErr error) (schemas.Envelope, error) 
 	}, nil
 }
 
-// parseOccurredAt reads the SPEC timestamp. The plain case (a quoted string
-// without escapes, which is what Blazelock sends) is parsed directly, as
-// schemas.Timestamp would, without its extra JSON decoding allocations.
+// parseOccurredAt reads the contract's timestamp (docs/contract.md, Envelope).
+// The plain case (a quoted string without escapes, which is what Blazelock
+// sends) is parsed directly, as schemas.Timestamp would, without its extra
+// JSON decoding allocations.
 func parseOccurredAt(raw json.RawMessage) (schemas.Timestamp, error) {
 	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' && bytes.IndexByte(raw, '\\') < 0 {
 		t, err := time.Parse(schemas.TimestampLayout, string(raw[1:n-1]))

@@ -191,7 +191,7 @@ func TestMiddleware(t *testing.T) {
 		})
 	}
 
-	// What the next handler received for the SPEC vector.
+	// What the next handler received for the test vector.
 	got.mu.Lock()
 	defer got.mu.Unlock()
 	ev, raw := got.events[0], got.bodies[0]

@@ -1,8 +1,8 @@
 // Package verify checks that a webhook request really comes from Blazelock
-// (SPEC §2): the X-Blazelock-Webhook-Signature header must be the HMAC-SHA256,
-// keyed with the integration's webhook secret, of the
-// X-Blazelock-Webhook-Timestamp header value, a "." and the raw request body,
-// and the timestamp must be recent.
+// (docs/contract.md, Signature and Verification): the
+// X-Blazelock-Webhook-Signature header must be the HMAC-SHA256, keyed with the
+// integration's webhook secret, of the X-Blazelock-Webhook-Timestamp header
+// value, a "." and the raw request body, and the timestamp must be recent.
 //
 // Verify the raw bytes exactly as received: re-encoding a decoded JSON body
 // changes the bytes and breaks the signature. Use [Verify] or a [Verifier]
@@ -13,7 +13,7 @@
 //
 // Decisions this package takes:
 //   - The signature is compared in constant time on the decoded 32 bytes, so
-//     hex case does not matter: SPEC sends lowercase, and uppercase or mixed-case
+//     hex case does not matter: Blazelock sends lowercase, and uppercase or mixed-case
 //     hex of the right MAC is accepted (it is the same MAC; hex decoding is
 //     case-insensitive). Anything that is not exactly 64 hex digits is rejected.
 //   - The timestamp must be whole Unix seconds written as ASCII digits only (no
@@ -35,9 +35,9 @@ import (
 	"time"
 )
 
-// Header names of a Blazelock webhook request (SPEC §2). Only the timestamp
-// and the body are covered by the signature; the id and attempt headers are
-// not signed.
+// Header names of a Blazelock webhook request (docs/contract.md, Headers).
+// Only the timestamp and the body are covered by the signature; the id and
+// attempt headers are not signed.
 const (
 	HeaderTimestamp = "X-Blazelock-Webhook-Timestamp"
 	HeaderSignature = "X-Blazelock-Webhook-Signature"

@@ -11,7 +11,7 @@ import (
 	"github.com/blazelock/webhooks/subscriber/verify"
 )
 
-// The SPEC §2 test vector.
+// The test vector of docs/contract.md, Signature.
 const (
 	vectorSecret    = "whsec_test_fixture_secret"
 	vectorTimestamp = "1773059696"
@@ -140,7 +140,7 @@ func TestVerifyReadsHeadersCaseInsensitively(t *testing.T) {
 }
 
 func TestDefaultVerifierUsesTheRealClock(t *testing.T) {
-	// The SPEC vector's timestamp is fixed, so against the real clock it is
+	// The test vector's timestamp is fixed, so against the real clock it is
 	// either too old or in the future; a fresh signature verifies.
 	err := verify.Verify(vectorSecret, header(vectorTimestamp, vectorSignature), []byte(vectorBody))
 	if !errors.Is(err, verify.ErrTimestampTooOld) && !errors.Is(err, verify.ErrTimestampInFuture) {
