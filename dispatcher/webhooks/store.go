@@ -191,6 +191,7 @@ type Store struct {
 	opts  Options
 
 	readScript, casScript script
+	reads                 *readBatcher // nil without Redis
 
 	gen        atomic.Pointer[generation]
 	clockBase  time.Time    // monotonic base of the nanosecond clocks below
@@ -245,6 +246,7 @@ func New(kv jetstream.KeyValue, cache *redis.Client, opts Options) (*Store, erro
 	}
 	s.log.Info("webhook store ready", "secret_key_id", box.KeyID(), "redis", cache != nil)
 	if cache != nil {
+		s.reads = newReadBatcher(cache, s.readScript.sha)
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopWatcher, s.watcherDone = cancel, make(chan struct{})
 		go func() {
@@ -264,6 +266,7 @@ func (s *Store) Close() {
 		if s.stopWatcher != nil {
 			s.stopWatcher()
 			<-s.watcherDone
+			s.reads.close()
 		}
 	})
 }
@@ -309,7 +312,8 @@ func (s *Store) IDs(ctx context.Context) ([]string, error) {
 func (s *Store) nanotime() int64 { return int64(time.Since(s.clockBase)) }
 
 // Get returns the configuration of integrationID, or ErrNotFound. It is the
-// delivery hot path: on a cache hit it makes one Redis round trip.
+// delivery hot path: on a cache hit it makes one Redis round trip, shared
+// with concurrent Gets (readbatch.go).
 func (s *Store) Get(ctx context.Context, integrationID string) (Config, error) {
 	if !validID(integrationID) {
 		return Config{}, invalidID(integrationID)
@@ -319,7 +323,7 @@ func (s *Store) Get(ctx context.Context, integrationID string) (Config, error) {
 		s.stats.kvDirect.Add(1)
 		return s.getKV(ctx, integrationID, nil)
 	}
-	v, err := s.cache.EvalSha(ctx, s.readScript.sha, []string{g.keyPrefix + integrationID}).Text()
+	v, err := s.reads.read(ctx, g.keyPrefix+integrationID)
 	switch {
 	case err == nil:
 		s.redisOK()
