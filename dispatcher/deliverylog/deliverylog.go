@@ -147,7 +147,9 @@ func (l *Log) Load(ctx context.Context, integrationID, deliveryID string) (*Deli
 
 // Get reads one delivery by id alone.
 func (l *Log) Get(ctx context.Context, deliveryID string) (*Delivery, error) {
-	if _, err := uuid.Parse(deliveryID); err != nil {
+	// Only the canonical spelling names a key: uuid.Parse also takes the
+	// urn:uuid: and braced forms, which are not valid in a key filter.
+	if u, err := uuid.Parse(deliveryID); err != nil || u.String() != deliveryID {
 		return nil, ErrNotFound
 	}
 	keys, err := l.keys(ctx, "*."+deliveryID)

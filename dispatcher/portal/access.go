@@ -85,9 +85,22 @@ type AccessOptions struct {
 	LinkTTL time.Duration
 }
 
+// Default lifetimes, for zero AccessOptions fields.
+const (
+	defaultSessionTTL = 8 * time.Hour
+	defaultLinkTTL    = 15 * time.Minute
+)
+
 // NewAccess returns an Access over the portal bucket.
 func NewAccess(kv jetstream.KeyValue, o AccessOptions) *Access {
-	return &Access{kv: kv, sessionTTL: o.SessionTTL, linkTTL: o.LinkTTL, now: time.Now}
+	a := &Access{kv: kv, sessionTTL: o.SessionTTL, linkTTL: o.LinkTTL, now: time.Now}
+	if a.sessionTTL <= 0 {
+		a.sessionTTL = defaultSessionTTL
+	}
+	if a.linkTTL <= 0 {
+		a.linkTTL = defaultLinkTTL
+	}
+	return a
 }
 
 // LinkTTL is the lifetime of new portal links.
@@ -164,8 +177,10 @@ func (a *Access) Redeem(ctx context.Context, token string) (cookie string, s Ses
 	rec.UsedAt = &now
 	b, _ := json.Marshal(rec)
 	if _, err := a.kv.Update(ctx, key, b, e.Revision()); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return "", Session{}, ErrLinkUsed // another request redeemed it first
+		// Another request redeemed it first. A replicated bucket reports
+		// the lost compare-and-set as a revision mismatch.
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return "", Session{}, ErrLinkUsed
 		}
 		return "", Session{}, fmt.Errorf("mark portal link used: %w", err)
 	}

@@ -3,6 +3,8 @@ package portal
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"net/http"
 	"net/url"
 	"time"
@@ -12,6 +14,10 @@ import (
 // address: under the configured public URL, or else the API request's
 // host. It is what POST /v1/integrations/{id}/portal-links answers.
 func (s *Server) CreateLink(ctx context.Context, r *http.Request, integrationID string) (string, time.Time, error) {
+	integrationID = strings.ToLower(integrationID)
+	if !isUUID(integrationID) {
+		return "", time.Time{}, fmt.Errorf("portal link: integration id %q is not a UUID", integrationID)
+	}
 	token, expires, err := s.deps.Access.NewLink(ctx, integrationID)
 	if err != nil {
 		return "", time.Time{}, err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 
@@ -123,10 +124,17 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 // safeNext keeps a post-sign-in destination on this site's pages: an
 // absolute path under Prefix, never "//host" or another scheme.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, Prefix) || strings.ContainsAny(next, "\\\r\n") {
+	u, err := url.Parse(next)
+	if err != nil || u.Host != "" || u.Scheme != "" || u.User != nil || strings.ContainsAny(next, "\\\r\n\t") ||
+		strings.Contains(strings.ToLower(u.RawPath), "%2e") {
 		return Prefix
 	}
-	if u, err := url.Parse(next); err != nil || u.Host != "" || u.Scheme != "" {
+	// The path as a browser would resolve it ("/portal/../x" is "/x").
+	clean := path.Clean(u.Path)
+	if strings.HasSuffix(u.Path, "/") && clean != "/" {
+		clean += "/"
+	}
+	if clean != u.Path || !strings.HasPrefix(clean, Prefix) {
 		return Prefix
 	}
 	return next
@@ -134,12 +142,13 @@ func safeNext(next string) string {
 
 func (s *Server) signOut(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(s.cookieName(r)); err == nil {
-		if sess, err := s.deps.Access.Session(r.Context(), c.Value); err == nil {
-			s.audit(r.Context(), sess, sess.IntegrationID, "session.signed_out")
-		}
+		sess, sessErr := s.deps.Access.Session(r.Context(), c.Value)
 		if err := s.deps.Access.SignOut(r.Context(), c.Value); err != nil {
 			s.unavailable(w, r, "end session", err)
 			return
+		}
+		if sessErr == nil {
+			s.audit(r.Context(), sess, sess.IntegrationID, "session.signed_out")
 		}
 	}
 	s.clearSessionCookie(w, r)
@@ -345,14 +354,14 @@ func (s *Server) renderFormProblems(w http.ResponseWriter, r *http.Request, stat
 // and new value (URLs and event names are not secrets).
 func changes(before webhooks.Config, existed bool, after webhooks.Config) string {
 	if !existed {
-		return fmt.Sprintf("enabled=%t url=%s events=%s", after.Enabled, after.URL, strings.Join(after.Events, ","))
+		return fmt.Sprintf("enabled=%t url=%s events=%s", after.Enabled, auditURL(after.URL), strings.Join(after.Events, ","))
 	}
 	var parts []string
 	if before.Enabled != after.Enabled {
 		parts = append(parts, fmt.Sprintf("enabled %t→%t", before.Enabled, after.Enabled))
 	}
 	if before.URL != after.URL {
-		parts = append(parts, fmt.Sprintf("url %s→%s", before.URL, after.URL))
+		parts = append(parts, fmt.Sprintf("url %s→%s", auditURL(before.URL), auditURL(after.URL)))
 	}
 	if !slices.Equal(before.Events, after.Events) {
 		parts = append(parts, fmt.Sprintf("events %s→%s", strings.Join(before.Events, ","), strings.Join(after.Events, ",")))
@@ -361,6 +370,21 @@ func changes(before webhooks.Config, existed bool, after webhooks.Config) string
 		return "none"
 	}
 	return strings.Join(parts, "; ")
+}
+
+// auditURL is a webhook URL for the log: customers put tokens in query
+// strings, so the query is replaced by "?…" (a changed query still shows
+// as a change, without its value).
+func auditURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	redacted := u.Scheme + "://" + u.Host + u.EscapedPath()
+	if u.RawQuery != "" || u.ForceQuery {
+		redacted += "?…"
+	}
+	return redacted
 }
 
 // revealSecret answers the secret: JSON for the page's script, or the
@@ -440,15 +464,17 @@ func (s *Server) deliveriesPage(w http.ResponseWriter, r *http.Request, sess Ses
 		States: deliverylog.States, EventNames: schemas.EventNames,
 	}
 	v := view{Title: "Deliveries", Session: &sess, IntegrationID: id}
+	var problems []string
 	if data.State != "" && !slices.Contains(deliverylog.States, data.State) {
-		v.Error, data.State = "Unknown state: showing every state.", ""
+		problems, data.State = append(problems, "Unknown state: showing every state."), ""
 	}
 	if data.Event != "" && !schemas.IsEventName(data.Event) {
-		v.Error, data.Event = "Unknown event: showing every event.", ""
+		problems, data.Event = append(problems, "Unknown event: showing every event."), ""
 	}
 	if data.Cursor != "" && !isUUID(data.Cursor) {
-		v.Error, data.Cursor = "That page does not exist: showing the newest deliveries.", ""
+		problems, data.Cursor = append(problems, "That page does not exist: showing the newest deliveries."), ""
 	}
+	v.Error = strings.Join(problems, " ")
 	list, next, err := s.deps.Deliveries.List(r.Context(), id, deliverylog.ListOptions{
 		State: data.State, Event: data.Event, Cursor: data.Cursor, Limit: deliveriesPageSize,
 	})
@@ -469,7 +495,12 @@ type deliveryData struct {
 // loadDelivery returns the integration's delivery, or answers 404 for a
 // delivery of another integration as for one that does not exist.
 func (s *Server) loadDelivery(w http.ResponseWriter, r *http.Request, id string) (*deliverylog.Delivery, bool) {
-	d, err := s.deps.Deliveries.Get(r.Context(), r.PathValue("delivery_id"))
+	deliveryID := r.PathValue("delivery_id")
+	var d *deliverylog.Delivery
+	err := deliverylog.ErrNotFound
+	if isUUID(deliveryID) {
+		d, err = s.deps.Deliveries.Get(r.Context(), deliveryID)
+	}
 	switch {
 	case errors.Is(err, deliverylog.ErrNotFound) || err == nil && d.IntegrationID != id:
 		s.errorPage(w, r, http.StatusNotFound, errorText{

@@ -120,7 +120,7 @@ func New(deps Deps) *Server {
 
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(staticFS, "static")
-	mux.Handle("GET /portal/static/", http.StripPrefix("/portal/static/", http.FileServerFS(static)))
+	mux.Handle("GET /portal/static/", http.StripPrefix("/portal/static/", s.noListing(http.FileServerFS(static))))
 	mux.HandleFunc("GET /portal/sign-in", s.signInPage)
 	mux.HandleFunc("POST /portal/sign-in", s.signIn)
 	mux.HandleFunc("POST /portal/sign-out", s.signOut)
@@ -149,6 +149,17 @@ func New(deps Deps) *Server {
 	}))
 	s.handler = s.headers(s.recoverPanics(cop.Handler(mux)))
 	return s
+}
+
+// noListing answers 404 for directories instead of listing them.
+func (s *Server) noListing(files http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
+			s.errorPage(w, r, http.StatusNotFound, pageNotFound)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 }
 
 // Handler returns the pages' handler, for the paths under Prefix.

@@ -149,7 +149,10 @@ func TestSignInNextStaysOnThisSite(t *testing.T) {
 		{"", "/portal/", ""},
 		{"/portal/", "/portal/", ""},
 		{deliveries, deliveries, ""},
-		{"/portal//evil.example", "/portal/evil.example", "/portal//evil.example"}, // a path on this site
+		{"/portal//evil.example", "/portal/", ""}, // not a clean path: refused
+		{"/portal/../x", "/portal/", ""},          // resolves outside the pages
+		{"/portal/%2e%2e/x", "/portal/", ""},
+		{"/portal/%2E%2E/x", "/portal/", ""},
 		{"//evil.example", "/portal/", ""},
 		{"//evil.example/portal/", "/portal/", ""},
 		{"///evil.example", "/portal/", ""},
@@ -1456,6 +1459,9 @@ func TestErrorPages(t *testing.T) {
 		{"integration id too long", func() page { return op.get(path + "0") }, 404, "Not found"},
 		{"invalid delivery id", func() page { return op.get(path + "/deliveries/not-a-uuid") }, 404, "No such delivery"},
 		{"unknown delivery", func() page { return op.get(path + "/deliveries/" + newID()) }, 404, "No such delivery"},
+		{"delivery id as a URN", func() page { return op.get(path + "/deliveries/urn:uuid:" + pending.ID) }, 404, "No such delivery"},
+		{"delivery id in braces", func() page { return op.get(path + "/deliveries/%7B" + pending.ID + "%7D") }, 404, "No such delivery"},
+		{"static directory", func() page { return op.get("/portal/static/") }, 404, "Not found"},
 		{"invalid id to open", func() page { return op.get("/portal/integrations/?id=nope") }, 404, "Not an integration id"},
 		{"no webhook to reveal", func() page { return op.post("/portal/integrations/"+newID()+"/secret", nil) }, 404, "No webhook yet"},
 		{"altered link", func() page { return anon.get("/portal/links/" + alter(used)) }, 404, "This link is not valid"},
