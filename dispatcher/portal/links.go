@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
