@@ -1,6 +1,7 @@
 // Package config is the dispatcher's one typed configuration, read from the
-// environment (SPEC §5.3 plus the project's own settings), with defaults in
-// code and a Validate that reports every problem at once.
+// environment (docs/contract.md, Operator settings, plus the project's own
+// settings), with defaults in code and a Validate that reports every
+// problem at once.
 package config
 
 import (
@@ -92,8 +93,8 @@ var Variables = []Variable{
 	{"DISPATCHER_SECRET_KEY", "required with NATS_URL; generated into the data dir by the embedded default", "32 random bytes in standard base64 (head -c 32 /dev/urandom | base64) encrypting webhook secrets at rest; shared by all dispatchers"},
 	{"DISPATCHER_ALLOW_PRIVATE_TARGETS", "false", "allow http and loopback/private webhook targets (local development and tests only)"},
 	{"DISPATCHER_RETRY_SCHEDULE", "1m,2m,5m,10m,30m,1h,2h,4h,8h", "delays before attempts 2..N; its length + 1 is the attempt limit"},
-	{"DISPATCHER_ATTEMPT_TIMEOUT", "15s", "limit of one HTTP attempt (SPEC: 15 s; lower only in tests)"},
-	{"DISPATCHER_MAX_EVENT_BYTES", "262144", "events larger than this are rejected (SPEC 5.1: 256 KiB)"},
+	{"DISPATCHER_ATTEMPT_TIMEOUT", "15s", "limit of one HTTP attempt, from connecting to reading the response (docs/contract.md, Attempt outcome; lower it only in tests)"},
+	{"DISPATCHER_MAX_EVENT_BYTES", "262144", "events larger than this are rejected, never delivered; give publishers the same limit (publisher.WithMaxEventBytes)"},
 	{"DISPATCHER_CONCURRENCY", "512", "attempts in flight per dispatcher process, all integrations and both lanes together"},
 	{"DISPATCHER_ENDPOINT_MAX_CONCURRENCY", "64", "most attempts in flight to one integration's endpoint across all dispatchers; each endpoint's limit adapts between 1 and this (README: Flow control)"},
 	{"DISPATCHER_QUEUE_MAX_MESSAGES", "40000", "messages one process holds waiting for their turn, its memory budget (about 2 KiB each for 1 KiB events); the two consumers' max ack pending (20000 each) bounds all processes together"},

@@ -24,7 +24,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
 	if c.RetrySchedule.MaxAttempts() != 10 {
-		t.Fatalf("default schedule allows %d attempts, SPEC says 10", c.RetrySchedule.MaxAttempts())
+		t.Fatalf("default schedule allows %d attempts, the contract says 10", c.RetrySchedule.MaxAttempts())
 	}
 }
 

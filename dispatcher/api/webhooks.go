@@ -32,8 +32,9 @@ const (
 
 // Webhook is the JSON of a webhook configuration. The secret is masked:
 // "whsec_…" and its last four characters, so a user can tell secrets apart
-// without the answer revealing one. Events are in SPEC order. Timestamps
-// are RFC 3339 UTC with milliseconds.
+// without the answer revealing one. Events are in the canonical order
+// (docs/contract.md, Events). Timestamps are RFC 3339 UTC with
+// milliseconds.
 //
 //	{"integration_id": "0195a0c1-…", "enabled": true,
 //	 "url": "https://example.com/hooks/blazelock",

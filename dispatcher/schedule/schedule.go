@@ -51,7 +51,7 @@ func Default() Schedule {
 // attempt limit still bounds the work.
 func New(delays ...time.Duration) (Schedule, error) {
 	if len(delays) > MaxRetries {
-		return Schedule{}, fmt.Errorf("retry schedule has %d delays; at most %d are allowed (%d attempts, SPEC §3)", len(delays), MaxRetries, MaxRetries+1)
+		return Schedule{}, fmt.Errorf("retry schedule has %d delays; at most %d are allowed (%d attempts per delivery at most)", len(delays), MaxRetries, MaxRetries+1)
 	}
 	for i, d := range delays {
 		if err := checkDelay(d); err != nil {
@@ -82,7 +82,7 @@ func Parse(s string) (Schedule, error) {
 	}
 	items := strings.Split(s, ",")
 	if len(items) > MaxRetries {
-		return Schedule{}, fmt.Errorf("retry schedule has %d delays; at most %d are allowed (%d attempts, SPEC §3)", len(items), MaxRetries, MaxRetries+1)
+		return Schedule{}, fmt.Errorf("retry schedule has %d delays; at most %d are allowed (%d attempts per delivery at most)", len(items), MaxRetries, MaxRetries+1)
 	}
 	delays := make([]time.Duration, len(items))
 	for i, item := range items {

@@ -18,7 +18,7 @@ import (
 //	'T'                                   tombstone (deleted, or never configured)
 //	'C' flags mask created updated url secret
 //	    flags   1 byte, bit 0 = enabled
-//	    mask    1 byte, events in SPEC order (bit i = schemas.EventNames[i])
+//	    mask    1 byte, events in canonical order (bit i = schemas.EventNames[i])
 //	    created, updated  8 bytes each, big-endian Unix milliseconds
 //	    url     uvarint length + bytes
 //	    secret  the rest: the sealed secret (binary form, see secretbox.go)

@@ -5,9 +5,10 @@
 //
 // # Why the cache can never serve a stale configuration
 //
-// SPEC §3 promises that once the API has answered a change, no attempt that
-// starts afterwards, on any dispatcher, uses the old setting. A read-through
-// cache breaks that promise in four ways unless each is closed:
+// The contract (docs/contract.md, Configuration at attempt time) promises
+// that once the API has answered a change, no attempt that starts
+// afterwards, on any dispatcher, uses the old setting. A read-through cache
+// breaks that promise in four ways unless each is closed:
 //
 //  1. A slow reader populates an old value after a newer write. Every Redis
 //     value carries the KV revision it was built from, and every write to
@@ -90,7 +91,8 @@ var (
 	// ErrInvalidID: the integration id cannot be a key (ids are UUIDs;
 	// letters, digits and '-' are accepted, at most 128 bytes).
 	ErrInvalidID = errors.New("invalid integration id")
-	// ErrInvalidSettings: the settings break SPEC §4.
+	// ErrInvalidSettings: the settings break docs/contract.md, Webhook
+	// configuration.
 	ErrInvalidSettings = errors.New("invalid webhook settings")
 	// ErrConflict: the configuration kept changing under a write; it was
 	// retried and gave up. Nothing was written.
@@ -501,7 +503,7 @@ func (s *Store) Put(ctx context.Context, integrationID string, set Settings) (cf
 }
 
 // RotateSecret replaces the secret of integrationID with a new one, at once
-// and with no grace period (SPEC §4).
+// and with no grace period (docs/contract.md, Secrets).
 func (s *Store) RotateSecret(ctx context.Context, integrationID string) (Config, error) {
 	if !validID(integrationID) {
 		return Config{}, invalidID(integrationID)

@@ -44,7 +44,7 @@ func TestLifecycle(t *testing.T) {
 				t.Fatalf("create returned %+v", created)
 			}
 			if got := strings.Join(created.Events, ","); got != "file_scan.submitted,file_scan.failed" {
-				t.Fatalf("events not in SPEC order: %s", got)
+				t.Fatalf("events not in canonical order: %s", got)
 			}
 			// Twice: the first read may populate, the second is a hit.
 			sameConfig(t, "get after create", mustGet(t, s, id), created)
