@@ -181,7 +181,7 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 		return nil, fmt.Errorf("DISPATCHER_RETRY_SCHEDULE: %w", err)
 	}
 	pipe := pipeline.New(pipeline.Deps{
-		Configs: store,
+		Webhooks: store,
 		Sender: deliver.New(deliver.Options{
 			DialContext:     target.NewDialer(policy, 5*time.Second).DialContext,
 			IsRefusedTarget: func(err error) bool { return errors.Is(err, target.ErrRefused) },
@@ -190,9 +190,9 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 			TracerProvider:  tel.TracerProvider,
 			MeterProvider:   tel.MeterProvider,
 		}),
-		Log:           deliveryLog,
-		Retries:       lane,
-		Schedule:      retryPolicy,
+		DeliveryLog:   deliveryLog,
+		RetryLane:     lane,
+		RetryPolicy:   retryPolicy,
 		Metrics:       metrics,
 		Logger:        logger,
 		Tracer:        tel.TracerProvider.Tracer("github.com/blazelock/webhooks/dispatcher"),

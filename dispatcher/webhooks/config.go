@@ -20,8 +20,8 @@ type Settings struct {
 	Events []string
 }
 
-// Config is an integration's webhook configuration as readers get it.
-type Config struct {
+// Webhook is an integration's webhook configuration as readers get it.
+type Webhook struct {
 	IntegrationID string
 	Settings
 	// Secret is the plaintext webhook secret ("whsec_…"). It exists in
@@ -37,7 +37,7 @@ type Config struct {
 // Selects reports whether event is one of the configured events. It does
 // not look at Enabled: a disabled webhook skips every event whatever it
 // selects, and callers usually want to tell those two reasons apart.
-func (c Config) Selects(event string) bool {
+func (c Webhook) Selects(event string) bool {
 	for _, e := range c.Events {
 		if e == event {
 			return true
