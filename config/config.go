@@ -1,6 +1,13 @@
 // Package config is the dispatcher's one typed configuration, read from the
-// environment (SPEC §5.3 plus the project's own settings), with defaults in
-// code and a Validate that reports every problem at once.
+// environment (docs/contract.md, Operator settings, plus the project's own
+// settings): typed defaults (Defaults), the variables that override them
+// (Variables, which is also the README's table), and a Validate that
+// reports every problem at once. The delivery pipeline's tunables are
+// gathered in Pipeline.
+//
+// The package depends on no other package of the project, so the
+// dispatcher's packages may use its values and limits (package schedule
+// builds the retry policy from Pipeline.RetryDelays).
 package config
 
 import (
@@ -12,8 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/blazelock/webhooks/dispatcher/schedule"
 )
 
 // Config is everything the dispatcher program needs. It is passed down
@@ -35,17 +40,13 @@ type Config struct {
 	// SecretKey encrypts webhook secrets at rest (32 bytes).
 	SecretKey           []byte
 	AllowPrivateTargets bool
-	RetrySchedule       schedule.Schedule
-	AttemptTimeout      time.Duration
-	MaxEventBytes       int
-	Concurrency         int
-	// EndpointMaxConcurrency bounds attempts in flight to one endpoint
-	// across every dispatcher of the deployment.
-	EndpointMaxConcurrency int
-	// QueueMaxMessages bounds the messages one process holds waiting for
-	// their turn (package flow).
-	QueueMaxMessages  int
-	ShutdownTimeout   time.Duration
+
+	// Pipeline are the delivery pipeline's tunables.
+	Pipeline Pipeline
+
+	// EventRetention and DuplicateWindow are provisioned into JetStream:
+	// how long events (and so the delivery log) are kept, and how long a
+	// Nats-Msg-Id is remembered.
 	EventRetention    time.Duration
 	DuplicateWindow   time.Duration
 	NATSReplicas      int
@@ -53,10 +54,6 @@ type Config struct {
 	LogFormat         string
 	LogLevel          string
 	OTLPEndpoint      string
-	DeliveriesPageMax int
-	secretKeyText     string
-	retryScheduleText string
-	problems          []error
 
 	// PprofAddr, when set, serves net/http/pprof on a listener of its own.
 	PprofAddr string
@@ -72,117 +69,175 @@ type Config struct {
 	PortalLinkTTL    time.Duration
 	// PortalFrameAncestors are the origins allowed to embed the pages.
 	PortalFrameAncestors []string
+
+	// secretKeySet records that DISPATCHER_SECRET_KEY was given, valid or
+	// not, for the "required with NATS_URL" check.
+	secretKeySet bool
+	problems     []error
+}
+
+// Pipeline gathers what shapes the delivery pipeline: how many attempts
+// run at once, how long one may take, how large an event may be, when a
+// failed attempt is tried again, and how long shutdown waits.
+type Pipeline struct {
+	// Concurrency is the attempts in flight per process, every integration
+	// and both lanes together.
+	Concurrency int
+	// EndpointMaxConcurrency bounds attempts in flight to one endpoint
+	// across every dispatcher of the deployment.
+	EndpointMaxConcurrency int
+	// QueueMaxMessages bounds the messages one process holds waiting for
+	// their turn (package flow).
+	QueueMaxMessages int
+	// AttemptTimeout limits one HTTP attempt (docs/contract.md, Attempt
+	// outcome).
+	AttemptTimeout time.Duration
+	// ShutdownTimeout is how long SIGTERM waits for attempts in flight.
+	ShutdownTimeout time.Duration
+	// MaxEventBytes is the event size limit (docs/contract.md, Publishing
+	// events).
+	MaxEventBytes int
+	// RetryDelays are the delays before attempts 2..N; its length + 1 is
+	// the attempt limit. Package schedule builds the retry policy of them.
+	RetryDelays []time.Duration
+}
+
+// Defaults returns the configuration with no variable set: the embedded
+// default. These values are the defaults; the Default column of Variables
+// is written from them.
+func Defaults() Config {
+	return Config{
+		RedisKeyPrefix: "blazelock:",
+		HTTPAddr:       "127.0.0.1:8080",
+		DataDir:        "./data",
+		NATSListen:     "127.0.0.1:4222",
+		Pipeline: Pipeline{
+			Concurrency:            512,
+			EndpointMaxConcurrency: 64,
+			QueueMaxMessages:       40000,
+			AttemptTimeout:         15 * time.Second,
+			ShutdownTimeout:        20 * time.Second,
+			MaxEventBytes:          256 << 10,
+			RetryDelays:            DefaultRetryDelays(),
+		},
+		EventRetention:   7 * 24 * time.Hour,
+		DuplicateWindow:  2 * time.Minute,
+		NATSReplicas:     1,
+		LogFormat:        "text",
+		LogLevel:         "info",
+		PortalSessionTTL: 8 * time.Hour,
+		PortalLinkTTL:    15 * time.Minute,
+	}
 }
 
 // Variable is one environment variable the dispatcher reads, for the README
-// table and the compose-file check.
+// table, `dispatcher -help` and the compose-file check.
 type Variable struct {
 	Name, Default, Meaning string
 }
 
 // Variables lists every environment variable Load reads, in README order.
-var Variables = []Variable{
-	{"NATS_URL", "unset: start an embedded nats-server", "external NATS server (JetStream, nats-server ≥ 2.12)"},
-	{"REDIS_URL", "unset: no Redis, configs read from JetStream KV (a warning is logged)", "Redis cache of webhook configs, e.g. redis://127.0.0.1:6379/0"},
-	{"DISPATCHER_REDIS_PREFIX", "blazelock:", "prefix of every Redis key, to share one Redis safely"},
-	{"DISPATCHER_HTTP_ADDR", "127.0.0.1:8080", "management API, Webhook section pages (/portal/), /healthz, /readyz and /metrics listener"},
-	{"DISPATCHER_ADMIN_TOKEN", "required with NATS_URL; generated into the data dir by the embedded default", "bearer token of the management API (at least 32 characters)"},
-	{"DISPATCHER_DATA_DIR", "./data", "embedded NATS store and the generated development keys"},
-	{"DISPATCHER_NATS_LISTEN", "127.0.0.1:4222", "client listener of the embedded NATS; a busy default falls back to a free port (printed), a busy explicit address is an error"},
-	{"DISPATCHER_SECRET_KEY", "required with NATS_URL; generated into the data dir by the embedded default", "32 random bytes in standard base64 (head -c 32 /dev/urandom | base64) encrypting webhook secrets at rest; shared by all dispatchers"},
-	{"DISPATCHER_ALLOW_PRIVATE_TARGETS", "false", "allow http and loopback/private webhook targets (local development and tests only)"},
-	{"DISPATCHER_RETRY_SCHEDULE", "1m,2m,5m,10m,30m,1h,2h,4h,8h", "delays before attempts 2..N; its length + 1 is the attempt limit"},
-	{"DISPATCHER_ATTEMPT_TIMEOUT", "15s", "limit of one HTTP attempt (SPEC: 15 s; lower only in tests)"},
-	{"DISPATCHER_MAX_EVENT_BYTES", "262144", "events larger than this are rejected (SPEC 5.1: 256 KiB)"},
-	{"DISPATCHER_CONCURRENCY", "512", "attempts in flight per dispatcher process, all integrations and both lanes together"},
-	{"DISPATCHER_ENDPOINT_MAX_CONCURRENCY", "64", "most attempts in flight to one integration's endpoint across all dispatchers; each endpoint's limit adapts between 1 and this (README: Flow control)"},
-	{"DISPATCHER_QUEUE_MAX_MESSAGES", "40000", "messages one process holds waiting for their turn, its memory budget (about 2 KiB each for 1 KiB events); the two consumers' max ack pending (20000 each) bounds all processes together"},
-	{"DISPATCHER_SHUTDOWN_TIMEOUT", "20s", "how long SIGTERM waits for in-flight attempts before handing them back to JetStream"},
-	{"DISPATCHER_EVENT_RETENTION", "168h", "how long events and the delivery log are kept"},
-	{"DISPATCHER_DUPLICATE_WINDOW", "2m", "JetStream de-duplication window for Nats-Msg-Id"},
-	{"DISPATCHER_NATS_REPLICAS", "1", "replicas of streams and buckets (3 on a NATS cluster)"},
-	{"DISPATCHER_NATS_STORAGE", "file", "file or memory storage for streams and buckets"},
-	{"DISPATCHER_LOG_FORMAT", "text", "text or json"},
-	{"DISPATCHER_LOG_LEVEL", "info", "debug, info, warn or error"},
-	{"OTEL_EXPORTER_OTLP_ENDPOINT", "unset: no OTLP export", "OTLP/HTTP endpoint for traces and metrics (the other OTEL_* variables apply too)"},
-	{"DISPATCHER_PUBLIC_URL", "unset: the Host of the API request that creates a portal link, over http", "the dispatcher's address as browsers reach it (https://webhooks.example.com), used in portal links; https also marks the session cookie Secure"},
-	{"DISPATCHER_PORTAL_SESSION_TTL", "8h", "lifetime of a Webhook section session from sign-in (not extended by use)"},
-	{"DISPATCHER_PORTAL_LINK_TTL", "15m", "how long a portal link (POST /v1/integrations/{id}/portal-links) can be used; each works once"},
-	{"DISPATCHER_PORTAL_FRAME_ANCESTORS", "unset: no page may embed the Webhook section", "space-separated origins allowed to embed the pages in a frame (CSP frame-ancestors), e.g. https://dashboard.blazelock.com; use an origin of the same site, as the session cookie is SameSite=Strict"},
-	{"DISPATCHER_PPROF_ADDR", "unset: no profiling listener", "host:port serving Go's net/http/pprof on a listener of its own, for profiling (unauthenticated: loopback only)"},
+// Where a variable has a value by default, Default is that value of
+// Defaults, written as an operator would set it.
+var Variables = variables(Defaults())
+
+func variables(d Config) []Variable {
+	p := d.Pipeline
+	return []Variable{
+		{"NATS_URL", "unset: start an embedded nats-server", "external NATS server (JetStream, nats-server ≥ 2.12)"},
+		{"REDIS_URL", "unset: no Redis, configs read from JetStream KV (a warning is logged)", "Redis cache of webhook configs, e.g. redis://127.0.0.1:6379/0"},
+		{"DISPATCHER_REDIS_PREFIX", d.RedisKeyPrefix, "prefix of every Redis key, to share one Redis safely"},
+		{"DISPATCHER_HTTP_ADDR", d.HTTPAddr, "management API, Webhook section pages (/portal/), /healthz, /readyz and /metrics listener"},
+		{"DISPATCHER_ADMIN_TOKEN", "required with NATS_URL; generated into the data dir by the embedded default", "bearer token of the management API (at least 32 characters)"},
+		{"DISPATCHER_DATA_DIR", d.DataDir, "embedded NATS store and the generated development keys"},
+		{"DISPATCHER_NATS_LISTEN", d.NATSListen, "client listener of the embedded NATS; a busy default falls back to a free port (printed), a busy explicit address is an error"},
+		{"DISPATCHER_SECRET_KEY", "required with NATS_URL; generated into the data dir by the embedded default", "32 random bytes in standard base64 (head -c 32 /dev/urandom | base64) encrypting webhook secrets at rest; shared by all dispatchers"},
+		{"DISPATCHER_ALLOW_PRIVATE_TARGETS", strconv.FormatBool(d.AllowPrivateTargets), "allow http and loopback/private webhook targets (local development and tests only)"},
+		{"DISPATCHER_RETRY_SCHEDULE", formatDelays(p.RetryDelays), "delays before attempts 2..N; its length + 1 is the attempt limit"},
+		{"DISPATCHER_ATTEMPT_TIMEOUT", formatDuration(p.AttemptTimeout), "limit of one HTTP attempt, from connecting to reading the response (docs/contract.md, Attempt outcome; lower it only in tests)"},
+		{"DISPATCHER_MAX_EVENT_BYTES", strconv.Itoa(p.MaxEventBytes), "events larger than this are rejected, never delivered; give publishers the same limit (publisher.WithMaxEventBytes)"},
+		{"DISPATCHER_CONCURRENCY", strconv.Itoa(p.Concurrency), "attempts in flight per dispatcher process, all integrations and both lanes together"},
+		{"DISPATCHER_ENDPOINT_MAX_CONCURRENCY", strconv.Itoa(p.EndpointMaxConcurrency), "most attempts in flight to one integration's endpoint across all dispatchers; each endpoint's limit adapts between 1 and this (docs/operations.md, Flow control)"},
+		{"DISPATCHER_QUEUE_MAX_MESSAGES", strconv.Itoa(p.QueueMaxMessages), "messages one process holds waiting for their turn, its memory budget; the consumers' ack windows bound all processes together (docs/operations.md, Flow control)"},
+		{"DISPATCHER_SHUTDOWN_TIMEOUT", formatDuration(p.ShutdownTimeout), "how long SIGTERM waits for in-flight attempts before handing them back to JetStream"},
+		{"DISPATCHER_EVENT_RETENTION", formatDuration(d.EventRetention), "how long events and the delivery log are kept"},
+		{"DISPATCHER_DUPLICATE_WINDOW", formatDuration(d.DuplicateWindow), "JetStream de-duplication window for Nats-Msg-Id"},
+		{"DISPATCHER_NATS_REPLICAS", strconv.Itoa(d.NATSReplicas), "replicas of streams and buckets (3 on a NATS cluster)"},
+		{"DISPATCHER_NATS_STORAGE", storageName(d.NATSMemoryStorage), "file or memory storage for streams and buckets"},
+		{"DISPATCHER_LOG_FORMAT", d.LogFormat, "text or json"},
+		{"DISPATCHER_LOG_LEVEL", d.LogLevel, "debug, info, warn or error"},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT", "unset: no OTLP export", "OTLP/HTTP endpoint for traces and metrics (the other OTEL_* variables apply too)"},
+		{"DISPATCHER_PUBLIC_URL", "unset: the Host of the API request that creates a portal link, over http", "the dispatcher's address as browsers reach it (https://webhooks.example.com), used in portal links; https also marks the session cookie Secure"},
+		{"DISPATCHER_PORTAL_SESSION_TTL", formatDuration(d.PortalSessionTTL), "lifetime of a Webhook section session from sign-in (not extended by use)"},
+		{"DISPATCHER_PORTAL_LINK_TTL", formatDuration(d.PortalLinkTTL), "how long a portal link (POST /v1/integrations/{id}/portal-links) can be used; each works once"},
+		{"DISPATCHER_PORTAL_FRAME_ANCESTORS", "unset: no page may embed the Webhook section", "space-separated origins allowed to embed the pages in a frame (CSP frame-ancestors), e.g. https://dashboard.blazelock.com; use an origin of the same site, as the session cookie is SameSite=Strict"},
+		{"DISPATCHER_PPROF_ADDR", "unset: no profiling listener", "host:port serving Go's net/http/pprof on a listener of its own, for profiling (unauthenticated: loopback only)"},
+	}
 }
 
 // Load reads the configuration through getenv (os.Getenv in the program, a
-// map in tests). Parse problems are kept and reported by Validate, so the
-// operator sees every problem in one go.
+// map in tests): Defaults, with every variable that is set (after trimming
+// spaces) replacing its default. Parse problems are kept and reported by
+// Validate, so the operator sees every problem in one go.
 func Load(getenv func(string) string) Config {
-	get := func(name string) string {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v
-		}
-		for _, v := range Variables {
-			if v.Name == name {
-				return defaultValue(v.Default)
-			}
-		}
-		return ""
-	}
-	c := Config{
-		NATSURL:              strings.TrimSpace(getenv("NATS_URL")),
-		RedisURL:             strings.TrimSpace(getenv("REDIS_URL")),
-		RedisKeyPrefix:       get("DISPATCHER_REDIS_PREFIX"),
-		HTTPAddr:             get("DISPATCHER_HTTP_ADDR"),
-		AdminToken:           strings.TrimSpace(getenv("DISPATCHER_ADMIN_TOKEN")),
-		DataDir:              get("DISPATCHER_DATA_DIR"),
-		NATSListen:           get("DISPATCHER_NATS_LISTEN"),
-		secretKeyText:        strings.TrimSpace(getenv("DISPATCHER_SECRET_KEY")),
-		retryScheduleText:    strings.TrimSpace(getenv("DISPATCHER_RETRY_SCHEDULE")),
-		LogFormat:            get("DISPATCHER_LOG_FORMAT"),
-		LogLevel:             get("DISPATCHER_LOG_LEVEL"),
-		OTLPEndpoint:         strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_ENDPOINT")),
-		PprofAddr:            strings.TrimSpace(getenv("DISPATCHER_PPROF_ADDR")),
-		PublicURL:            strings.TrimRight(strings.TrimSpace(getenv("DISPATCHER_PUBLIC_URL")), "/"),
-		PortalFrameAncestors: strings.Fields(getenv("DISPATCHER_PORTAL_FRAME_ANCESTORS")),
-		DeliveriesPageMax:    100,
-	}
-	c.NATSListenExplicit = strings.TrimSpace(getenv("DISPATCHER_NATS_LISTEN")) != ""
-	c.AllowPrivateTargets = c.parseBool("DISPATCHER_ALLOW_PRIVATE_TARGETS", get)
-	c.AttemptTimeout = c.parseDuration("DISPATCHER_ATTEMPT_TIMEOUT", get)
-	c.ShutdownTimeout = c.parseDuration("DISPATCHER_SHUTDOWN_TIMEOUT", get)
-	c.EventRetention = c.parseDuration("DISPATCHER_EVENT_RETENTION", get)
-	c.DuplicateWindow = c.parseDuration("DISPATCHER_DUPLICATE_WINDOW", get)
-	c.PortalSessionTTL = c.parseDuration("DISPATCHER_PORTAL_SESSION_TTL", get)
-	c.PortalLinkTTL = c.parseDuration("DISPATCHER_PORTAL_LINK_TTL", get)
-	c.MaxEventBytes = c.parseInt("DISPATCHER_MAX_EVENT_BYTES", get)
-	c.Concurrency = c.parseInt("DISPATCHER_CONCURRENCY", get)
-	c.EndpointMaxConcurrency = c.parseInt("DISPATCHER_ENDPOINT_MAX_CONCURRENCY", get)
-	c.QueueMaxMessages = c.parseInt("DISPATCHER_QUEUE_MAX_MESSAGES", get)
-	if strings.TrimSpace(getenv("DISPATCHER_INTEGRATION_IN_FLIGHT")) != "" {
-		c.problems = append(c.problems, errors.New("DISPATCHER_INTEGRATION_IN_FLIGHT was replaced by DISPATCHER_ENDPOINT_MAX_CONCURRENCY, which caps the whole deployment rather than one process"))
-	}
-	c.NATSReplicas = c.parseInt("DISPATCHER_NATS_REPLICAS", get)
-	switch storage := get("DISPATCHER_NATS_STORAGE"); storage {
-	case "file":
-	case "memory":
-		c.NATSMemoryStorage = true
-	default:
-		c.problems = append(c.problems, fmt.Errorf("DISPATCHER_NATS_STORAGE=%q: want file or memory", storage))
-	}
+	c := Defaults()
+	e := env{getenv: getenv, problems: &c.problems}
+	p := &c.Pipeline
 
-	if c.retryScheduleText == "" {
-		c.RetrySchedule = schedule.Default()
-	} else if s, err := schedule.Parse(c.retryScheduleText); err != nil {
-		c.problems = append(c.problems, fmt.Errorf("DISPATCHER_RETRY_SCHEDULE: %w", err))
-	} else {
-		c.RetrySchedule = s
+	c.NATSURL = e.value("NATS_URL")
+	c.RedisURL = e.value("REDIS_URL")
+	e.string("DISPATCHER_REDIS_PREFIX", &c.RedisKeyPrefix)
+	e.string("DISPATCHER_HTTP_ADDR", &c.HTTPAddr)
+	c.AdminToken = e.value("DISPATCHER_ADMIN_TOKEN")
+	e.string("DISPATCHER_DATA_DIR", &c.DataDir)
+	c.NATSListenExplicit = e.string("DISPATCHER_NATS_LISTEN", &c.NATSListen)
+	e.bool("DISPATCHER_ALLOW_PRIVATE_TARGETS", &c.AllowPrivateTargets)
+	if text := e.value("DISPATCHER_RETRY_SCHEDULE"); text != "" {
+		delays, err := ParseRetryDelays(text)
+		if err != nil {
+			e.problem(fmt.Errorf("DISPATCHER_RETRY_SCHEDULE: %w", err))
+		}
+		p.RetryDelays = delays
 	}
-	if c.secretKeyText != "" {
-		key, err := base64.StdEncoding.DecodeString(c.secretKeyText)
+	e.duration("DISPATCHER_ATTEMPT_TIMEOUT", &p.AttemptTimeout)
+	e.int("DISPATCHER_MAX_EVENT_BYTES", &p.MaxEventBytes)
+	e.int("DISPATCHER_CONCURRENCY", &p.Concurrency)
+	e.int("DISPATCHER_ENDPOINT_MAX_CONCURRENCY", &p.EndpointMaxConcurrency)
+	e.int("DISPATCHER_QUEUE_MAX_MESSAGES", &p.QueueMaxMessages)
+	if e.value("DISPATCHER_INTEGRATION_IN_FLIGHT") != "" {
+		e.problem(errors.New("DISPATCHER_INTEGRATION_IN_FLIGHT was replaced by DISPATCHER_ENDPOINT_MAX_CONCURRENCY, which caps the whole deployment rather than one process"))
+	}
+	e.duration("DISPATCHER_SHUTDOWN_TIMEOUT", &p.ShutdownTimeout)
+	e.duration("DISPATCHER_EVENT_RETENTION", &c.EventRetention)
+	e.duration("DISPATCHER_DUPLICATE_WINDOW", &c.DuplicateWindow)
+	e.int("DISPATCHER_NATS_REPLICAS", &c.NATSReplicas)
+	if storage := e.value("DISPATCHER_NATS_STORAGE"); storage != "" {
+		switch storage {
+		case "file", "memory":
+			c.NATSMemoryStorage = storage == "memory"
+		default:
+			e.problem(fmt.Errorf("DISPATCHER_NATS_STORAGE=%q: want file or memory", storage))
+		}
+	}
+	e.string("DISPATCHER_LOG_FORMAT", &c.LogFormat)
+	e.string("DISPATCHER_LOG_LEVEL", &c.LogLevel)
+	c.OTLPEndpoint = e.value("OTEL_EXPORTER_OTLP_ENDPOINT")
+	c.PublicURL = strings.TrimRight(e.value("DISPATCHER_PUBLIC_URL"), "/")
+	e.duration("DISPATCHER_PORTAL_SESSION_TTL", &c.PortalSessionTTL)
+	e.duration("DISPATCHER_PORTAL_LINK_TTL", &c.PortalLinkTTL)
+	if origins := strings.Fields(getenv("DISPATCHER_PORTAL_FRAME_ANCESTORS")); len(origins) > 0 {
+		c.PortalFrameAncestors = origins
+	}
+	c.PprofAddr = e.value("DISPATCHER_PPROF_ADDR")
+
+	if text := e.value("DISPATCHER_SECRET_KEY"); text != "" {
+		c.secretKeySet = true
+		key, err := base64.StdEncoding.DecodeString(text)
 		switch {
 		case err != nil:
-			c.problems = append(c.problems, errors.New("DISPATCHER_SECRET_KEY is not standard base64 (make one with: head -c 32 /dev/urandom | base64)"))
+			e.problem(errors.New("DISPATCHER_SECRET_KEY is not standard base64 (make one with: head -c 32 /dev/urandom | base64)"))
 		case len(key) != 32:
-			c.problems = append(c.problems, fmt.Errorf("DISPATCHER_SECRET_KEY decodes to %d bytes, want 32 (make one with: head -c 32 /dev/urandom | base64)", len(key)))
+			e.problem(fmt.Errorf("DISPATCHER_SECRET_KEY decodes to %d bytes, want 32 (make one with: head -c 32 /dev/urandom | base64)", len(key)))
 		default:
 			c.SecretKey = key
 		}
@@ -190,13 +245,75 @@ func Load(getenv func(string) string) Config {
 	return c
 }
 
-// defaultValue turns a README default into the value used: descriptions
-// such as "unset: ..." or "required ..." mean no default.
-func defaultValue(readme string) string {
-	if strings.HasPrefix(readme, "unset") || strings.HasPrefix(readme, "required") {
-		return ""
+// env reads variables for Load. Each typed reader leaves *dst (the
+// default) alone when the variable is unset or blank; a value that does not
+// parse is recorded as a problem and leaves the zero value, which Validate
+// reports again as out of range.
+type env struct {
+	getenv   func(string) string
+	problems *[]error
+}
+
+func (e env) value(name string) string { return strings.TrimSpace(e.getenv(name)) }
+
+func (e env) problem(err error) { *e.problems = append(*e.problems, err) }
+
+// string sets *dst to the variable's value and reports whether it was set.
+func (e env) string(name string, dst *string) bool {
+	v := e.value(name)
+	if v != "" {
+		*dst = v
 	}
-	return readme
+	return v != ""
+}
+
+func (e env) bool(name string, dst *bool) {
+	if v := e.value(name); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			e.problem(fmt.Errorf("%s=%q: want true or false", name, v))
+		}
+		*dst = b
+	}
+}
+
+func (e env) int(name string, dst *int) {
+	if v := e.value(name); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			e.problem(fmt.Errorf("%s=%q: want an integer", name, v))
+		}
+		*dst = n
+	}
+}
+
+func (e env) duration(name string, dst *time.Duration) {
+	if v := e.value(name); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			e.problem(fmt.Errorf("%s=%q: want a duration like 15s or 2m", name, v))
+		}
+		*dst = d
+	}
+}
+
+// formatDuration writes d as an operator would: 15s, 2m, 168h, 1h30m.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+func storageName(memory bool) string {
+	if memory {
+		return "memory"
+	}
+	return "file"
 }
 
 // Embedded reports whether the dispatcher runs its own nats-server.
@@ -216,7 +333,7 @@ func (c Config) Validate() error {
 		if c.AdminToken == "" {
 			add("DISPATCHER_ADMIN_TOKEN is required with NATS_URL (for example: head -c 32 /dev/urandom | base64)")
 		}
-		if c.secretKeyText == "" {
+		if !c.secretKeySet {
 			add("DISPATCHER_SECRET_KEY is required with NATS_URL (head -c 32 /dev/urandom | base64), the same on every dispatcher")
 		}
 	}
@@ -247,20 +364,21 @@ func (c Config) Validate() error {
 			add("%s must be a positive integer", name)
 		}
 	}
-	positive("DISPATCHER_MAX_EVENT_BYTES", c.MaxEventBytes)
-	positive("DISPATCHER_CONCURRENCY", c.Concurrency)
-	positive("DISPATCHER_ENDPOINT_MAX_CONCURRENCY", c.EndpointMaxConcurrency)
-	positive("DISPATCHER_QUEUE_MAX_MESSAGES", c.QueueMaxMessages)
+	p := c.Pipeline
+	positive("DISPATCHER_MAX_EVENT_BYTES", p.MaxEventBytes)
+	positive("DISPATCHER_CONCURRENCY", p.Concurrency)
+	positive("DISPATCHER_ENDPOINT_MAX_CONCURRENCY", p.EndpointMaxConcurrency)
+	positive("DISPATCHER_QUEUE_MAX_MESSAGES", p.QueueMaxMessages)
 	positive("DISPATCHER_NATS_REPLICAS", c.NATSReplicas)
-	if c.MaxEventBytes > 1<<20-4096 {
+	if p.MaxEventBytes > 1<<20-4096 {
 		add("DISPATCHER_MAX_EVENT_BYTES must stay below 1 MiB minus header room (NATS max_payload)")
 	}
 	durations := []struct {
 		name string
 		v    time.Duration
 	}{
-		{"DISPATCHER_ATTEMPT_TIMEOUT", c.AttemptTimeout},
-		{"DISPATCHER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+		{"DISPATCHER_ATTEMPT_TIMEOUT", p.AttemptTimeout},
+		{"DISPATCHER_SHUTDOWN_TIMEOUT", p.ShutdownTimeout},
 		{"DISPATCHER_EVENT_RETENTION", c.EventRetention},
 		{"DISPATCHER_DUPLICATE_WINDOW", c.DuplicateWindow},
 		{"DISPATCHER_PORTAL_SESSION_TTL", c.PortalSessionTTL},
@@ -270,6 +388,9 @@ func (c Config) Validate() error {
 		if d.v <= 0 {
 			add("%s must be a positive duration", d.name)
 		}
+	}
+	if err := CheckRetryDelays(p.RetryDelays); err != nil {
+		add("DISPATCHER_RETRY_SCHEDULE: %w", err)
 	}
 	if c.DuplicateWindow > c.EventRetention && c.EventRetention > 0 {
 		add("DISPATCHER_DUPLICATE_WINDOW must not exceed DISPATCHER_EVENT_RETENTION")
@@ -306,28 +427,4 @@ func isOrigin(s string) bool {
 	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" &&
 		u.User == nil && (u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == "" &&
 		!strings.ContainsAny(s, " ;,'\"")
-}
-
-func (c *Config) parseBool(name string, get func(string) string) bool {
-	v, err := strconv.ParseBool(get(name))
-	if err != nil {
-		c.problems = append(c.problems, fmt.Errorf("%s=%q: want true or false", name, get(name)))
-	}
-	return v
-}
-
-func (c *Config) parseInt(name string, get func(string) string) int {
-	v, err := strconv.Atoi(get(name))
-	if err != nil {
-		c.problems = append(c.problems, fmt.Errorf("%s=%q: want an integer", name, get(name)))
-	}
-	return v
-}
-
-func (c *Config) parseDuration(name string, get func(string) string) time.Duration {
-	v, err := time.ParseDuration(get(name))
-	if err != nil {
-		c.problems = append(c.problems, fmt.Errorf("%s=%q: want a duration like 15s or 2m", name, get(name)))
-	}
-	return v
 }

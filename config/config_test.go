@@ -1,11 +1,14 @@
 package config_test
 
 import (
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/blazelock/webhooks/config"
+	"github.com/blazelock/webhooks/publisher"
 )
 
 func env(m map[string]string) func(string) string {
@@ -20,11 +23,47 @@ func TestDefaults(t *testing.T) {
 	if !c.Embedded() || c.HTTPAddr != "127.0.0.1:8080" || c.DataDir != "./data" || c.NATSListen != "127.0.0.1:4222" {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
-	if c.NATSListenExplicit || c.AllowPrivateTargets || c.AttemptTimeout != 15*time.Second || c.MaxEventBytes != 256<<10 {
+	if c.NATSListenExplicit || c.AllowPrivateTargets || c.Pipeline.AttemptTimeout != 15*time.Second || c.Pipeline.MaxEventBytes != 256<<10 {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
-	if c.RetrySchedule.MaxAttempts() != 10 {
-		t.Fatalf("default schedule allows %d attempts, SPEC says 10", c.RetrySchedule.MaxAttempts())
+	if n := len(c.Pipeline.RetryDelays) + 1; n != 10 {
+		t.Fatalf("default schedule allows %d attempts, the contract says 10", n)
+	}
+	if !reflect.DeepEqual(c, config.Defaults()) {
+		t.Fatalf("Load with nothing set differs from Defaults:\n got  %+v\n want %+v", c, config.Defaults())
+	}
+}
+
+// TestVariablesDefaultsRoundTrip: setting every variable to the default
+// Variables shows gives the configuration of setting nothing, so the help
+// text and the README table state the defaults Load uses.
+func TestVariablesDefaultsRoundTrip(t *testing.T) {
+	set := map[string]string{}
+	for _, v := range config.Variables {
+		if strings.HasPrefix(v.Default, "unset") || strings.HasPrefix(v.Default, "required") {
+			continue
+		}
+		set[v.Name] = v.Default
+	}
+	if len(set) < 15 {
+		t.Fatalf("only %d variables have a plain default; this test's reading of Variables is stale", len(set))
+	}
+	c := config.Load(env(set))
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// Only the explicit-listen flag records that a variable was set.
+	c.NATSListenExplicit = false
+	if want := config.Load(env(nil)); !reflect.DeepEqual(c, want) {
+		t.Fatalf("defaults as written in Variables load differently:\n got  %+v\n want %+v", c, want)
+	}
+}
+
+// TestMaxEventBytesMatchesPublisher: publishers and dispatchers agree on
+// the event size limit out of the box.
+func TestMaxEventBytesMatchesPublisher(t *testing.T) {
+	if got := config.Defaults().Pipeline.MaxEventBytes; got != publisher.DefaultMaxEventBytes {
+		t.Fatalf("DISPATCHER_MAX_EVENT_BYTES defaults to %d, publisher.DefaultMaxEventBytes is %d", got, publisher.DefaultMaxEventBytes)
 	}
 }
 
@@ -102,8 +141,57 @@ func TestRetrySchedule(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.RetrySchedule.MaxAttempts() != 4 {
-		t.Fatalf("MaxAttempts = %d, want 4", c.RetrySchedule.MaxAttempts())
+	if want := []time.Duration{time.Second, 2 * time.Second, 5 * time.Second}; !slices.Equal(c.Pipeline.RetryDelays, want) {
+		t.Fatalf("RetryDelays = %v, want %v", c.Pipeline.RetryDelays, want)
+	}
+}
+
+func TestParseRetryDelays(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []time.Duration
+		wantErr string // substring; "" means success
+	}{
+		{in: "1s,2s,5s", want: []time.Duration{time.Second, 2 * time.Second, 5 * time.Second}},
+		{in: " 1s , 2s ,5s ", want: []time.Duration{time.Second, 2 * time.Second, 5 * time.Second}},
+		{in: "1m", want: []time.Duration{time.Minute}},
+		{in: "0s,0,10ms", want: []time.Duration{0, 0, 10 * time.Millisecond}},
+		{in: "1h30m,24h", want: []time.Duration{90 * time.Minute, 24 * time.Hour}},
+		{in: "1m,2m,5m,10m,30m,1h,2h,4h,8h", want: config.DefaultRetryDelays()},
+		{in: "", wantErr: "retry schedule is empty"},
+		{in: "   ", wantErr: "retry schedule is empty"},
+		{in: "1s,,2s", wantErr: "item 2 is empty"},
+		{in: "1s,2s,", wantErr: "item 3 is empty"},
+		{in: ",1s", wantErr: "item 1 is empty"},
+		{in: "1s,abc", wantErr: `item 2 "abc" is not a duration`},
+		{in: "5", wantErr: `item 1 "5" is not a duration`},
+		{in: "1s;2s", wantErr: `item 1 "1s;2s" is not a duration`},
+		{in: "1s,-2s", wantErr: "item 2: -2s is negative"},
+		{in: "25h", wantErr: "item 1: 25h0m0s exceeds the maximum of 24h0m0s"},
+		{in: "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s", wantErr: "10 delays; at most 9"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := config.ParseRetryDelays(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseRetryDelays(%q) error = %v, want one containing %q", tt.in, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseRetryDelays(%q): %v", tt.in, err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("ParseRetryDelays(%q) = %v, want %v", tt.in, got, tt.want)
+			}
+		})
+	}
+	// Validate catches what Load did not parse: a Config built in code.
+	c := config.Defaults()
+	c.Pipeline.RetryDelays = make([]time.Duration, config.MaxRetryDelays+1)
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "DISPATCHER_RETRY_SCHEDULE") {
+		t.Fatalf("Validate of %d delays: %v", len(c.Pipeline.RetryDelays), err)
 	}
 }
 

@@ -865,7 +865,7 @@ func TestDispatcherEnvironment(t *testing.T) {
 			t.Errorf("service %s: OTEL_EXPORTER_OTLP_ENDPOINT %q: the exporter speaks OTLP/HTTP, the collector's http receiver is on %s", name, cfg.OTLPEndpoint, want)
 		}
 		grace, err := time.ParseDuration(s.StopGracePeriod)
-		if want := cfg.ShutdownTimeout + 5*time.Second; err != nil || grace <= want {
+		if want := cfg.Pipeline.ShutdownTimeout + 5*time.Second; err != nil || grace <= want {
 			t.Errorf("service %s: stop_grace_period %q must exceed DISPATCHER_SHUTDOWN_TIMEOUT + 5 s (%s), or docker kills in-flight attempts", name, s.StopGracePeriod, want)
 		}
 		if first == nil {

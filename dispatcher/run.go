@@ -33,6 +33,7 @@ import (
 	"github.com/blazelock/webhooks/dispatcher/portal"
 	"github.com/blazelock/webhooks/dispatcher/replay"
 	"github.com/blazelock/webhooks/dispatcher/retrylane"
+	"github.com/blazelock/webhooks/dispatcher/schedule"
 	"github.com/blazelock/webhooks/dispatcher/target"
 	"github.com/blazelock/webhooks/dispatcher/webhooks"
 	"github.com/blazelock/webhooks/internal/natsinfra"
@@ -174,24 +175,29 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 	}
 	deliveryLog := deliverylog.New(deliveriesKV)
 	lane := retrylane.New(js)
+	tunables := cfg.Pipeline
+	retryPolicy, err := schedule.New(tunables.RetryDelays...)
+	if err != nil {
+		return nil, fmt.Errorf("DISPATCHER_RETRY_SCHEDULE: %w", err)
+	}
 	pipe := pipeline.New(pipeline.Deps{
-		Configs: store,
+		Webhooks: store,
 		Sender: deliver.New(deliver.Options{
 			DialContext:     target.NewDialer(policy, 5*time.Second).DialContext,
 			IsRefusedTarget: func(err error) bool { return errors.Is(err, target.ErrRefused) },
-			AttemptTimeout:  cfg.AttemptTimeout,
+			AttemptTimeout:  tunables.AttemptTimeout,
 			UserAgent:       "Blazelock-Webhooks/" + version,
 			TracerProvider:  tel.TracerProvider,
 			MeterProvider:   tel.MeterProvider,
 		}),
-		Log:           deliveryLog,
-		Retries:       lane,
-		Schedule:      cfg.RetrySchedule,
+		DeliveryLog:   deliveryLog,
+		RetryLane:     lane,
+		RetryPolicy:   retryPolicy,
 		Metrics:       metrics,
 		Logger:        logger,
 		Tracer:        tel.TracerProvider.Tracer("github.com/blazelock/webhooks/dispatcher"),
 		Extractor:     tel.Propagator,
-		MaxEventBytes: cfg.MaxEventBytes,
+		MaxEventBytes: tunables.MaxEventBytes,
 	})
 	// The fleet tells how many dispatchers share each endpoint's cap. It
 	// is left after the attempts have ended (closers run after the
@@ -199,7 +205,7 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 	// this process still has attempts open.
 	members, err := fleet.Join(ctx, js, fleet.Options{Logger: logger, OnChange: func(size int) {
 		logger.Info("dispatcher fleet changed", "dispatchers", size,
-			"endpoint_share", max(1, cfg.EndpointMaxConcurrency/size))
+			"endpoint_share", max(1, tunables.EndpointMaxConcurrency/size))
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("join the dispatcher fleet: %w", err)
@@ -210,11 +216,11 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 		}
 	})
 	a.scheduler = flow.New(flow.Options{
-		Concurrency:    cfg.Concurrency,
-		EndpointMax:    cfg.EndpointMaxConcurrency,
+		Concurrency:    tunables.Concurrency,
+		EndpointMax:    tunables.EndpointMaxConcurrency,
 		FleetSize:      members.Size,
-		QueueMax:       cfg.QueueMaxMessages,
-		AttemptTimeout: cfg.AttemptTimeout,
+		QueueMax:       tunables.QueueMaxMessages,
+		AttemptTimeout: tunables.AttemptTimeout,
 		// Three renewals per AckWait: a waiting message is never handed
 		// to another process.
 		KeepAliveEvery: provisionOptions(cfg).AckWait / 3,
@@ -272,7 +278,7 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 	a.ready.Store(true)
 	logger.Info("dispatcher ready", "version", version, "http", "http://"+a.httpAddr,
 		"nats", nc.ConnectedUrlRedacted(), "nats_server_version", nc.ConnectedServerVersion(),
-		"redis", rdb != nil, "max_attempts", cfg.RetrySchedule.MaxAttempts(), "retry_schedule", cfg.RetrySchedule.String())
+		"redis", rdb != nil, "max_attempts", retryPolicy.MaxAttempts(), "retry_schedule", retryPolicy.String())
 	return a, nil
 }
 
@@ -312,7 +318,7 @@ func (a *app) startLanes(ctx context.Context, js jetstream.JetStream, pipe *pipe
 			defer a.lanes.Done()
 			err := consume.Run(laneCtx, cons, l.handle, consume.Options{
 				Scheduler: a.scheduler, Key: l.key, Park: l.park, PullBatch: pullBatch,
-				ShutdownTimeout: a.cfg.ShutdownTimeout, Logger: a.logger, Name: l.name,
+				ShutdownTimeout: a.cfg.Pipeline.ShutdownTimeout, Logger: a.logger, Name: l.name,
 			})
 			if err != nil {
 				a.logger.Error("consumer stopped", "lane", l.name, "err", err)
@@ -353,7 +359,7 @@ func (a *app) wait(ctx context.Context) error {
 
 func (a *app) close(ctx context.Context) {
 	wasReady := a.ready.Swap(false)
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.ShutdownTimeout+5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Pipeline.ShutdownTimeout+5*time.Second)
 	defer cancel()
 	if a.stopLanes != nil {
 		a.stopLanes()
@@ -362,7 +368,7 @@ func (a *app) close(ctx context.Context) {
 	if a.scheduler != nil {
 		// Waiting messages are handed back at once; attempts in flight
 		// finish and are settled, up to the shutdown timeout.
-		attemptsCtx, cancelAttempts := context.WithTimeout(ctx, a.cfg.ShutdownTimeout)
+		attemptsCtx, cancelAttempts := context.WithTimeout(ctx, a.cfg.Pipeline.ShutdownTimeout)
 		if err := a.scheduler.Shutdown(attemptsCtx); err != nil {
 			a.logger.Warn("in-flight attempts still running at shutdown; JetStream redelivers them after AckWait")
 		}
@@ -393,7 +399,7 @@ func provisionOptions(cfg config.Config) natsinfra.Options {
 	// An attempt may take AttemptTimeout plus config lookup, recording and
 	// scheduling; past AckWait JetStream hands the message to another
 	// process, which is also how a crashed dispatcher's work is recovered.
-	o.AckWait = 2*cfg.AttemptTimeout + 5*time.Second
+	o.AckWait = 2*cfg.Pipeline.AttemptTimeout + 5*time.Second
 	o.PortalTTL = max(cfg.PortalSessionTTL, cfg.PortalLinkTTL) + time.Hour
 	return o
 }

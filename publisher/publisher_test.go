@@ -73,7 +73,7 @@ func TestEnvelopeByteLayoutMatchesSpecVector(t *testing.T) {
 		t.Fatal(err)
 	}
 	if string(body) != specBody {
-		t.Fatalf("envelope bytes differ from SPEC §2:\n got %s\nwant %s", body, specBody)
+		t.Fatalf("envelope bytes differ from the test vector of docs/contract.md, Signature:\n got %s\nwant %s", body, specBody)
 	}
 	u, err := uuid.Parse(id)
 	if err != nil || u.Version() != 7 {

@@ -129,7 +129,7 @@ func (d *decoder) skipSpace() {
 	}
 	if d.pos > start && d.mode.compact && !d.wsReported {
 		d.wsReported = true
-		d.addViolation("", fmt.Sprintf("insignificant whitespace at byte offset %d: the body must be compact JSON (SPEC §1.1)", start))
+		d.addViolation("", fmt.Sprintf("insignificant whitespace at byte offset %d: the body must be compact JSON, with no whitespace outside strings", start))
 	}
 }
 
@@ -230,7 +230,7 @@ func (d *decoder) object() (any, error) {
 			if idx >= 0 {
 				if idx < lastEnvelopeKey && !orderReported {
 					orderReported = true
-					d.addViolation("", fmt.Sprintf("top-level key %q out of order: the keys must appear as %s (SPEC §1.1)", key, strings.Join(envelopeKeys[:], ", ")))
+					d.addViolation("", fmt.Sprintf("top-level key %q out of order: the keys must appear as %s", key, strings.Join(envelopeKeys[:], ", ")))
 				}
 				lastEnvelopeKey = max(lastEnvelopeKey, idx)
 			}

@@ -138,7 +138,7 @@ func TestInvalidExamples(t *testing.T) {
 func TestSpecTestVectorExampleIsExact(t *testing.T) {
 	body := readFile(t, "examples/valid/spec-test-vector.json")
 	if string(body) != specTestVectorBody {
-		t.Fatalf("examples/valid/spec-test-vector.json differs from the SPEC §2 body")
+		t.Fatalf("examples/valid/spec-test-vector.json differs from the test vector body of docs/contract.md, Signature")
 	}
 	// The shared types reproduce the contract's bytes exactly, so a publisher using
 	// them produces what receivers are told to expect.

@@ -503,7 +503,8 @@ func TestRouting(t *testing.T) {
 }
 
 // TestURLPolicy: the API refuses webhook URLs that point into the
-// dispatcher's network (SPEC §4), including names that resolve there.
+// dispatcher's network (docs/contract.md, URL rules), including names that
+// resolve there.
 func TestURLPolicy(t *testing.T) {
 	e := newAPI(t)
 	refused := []struct{ url, reason string }{

@@ -26,7 +26,8 @@ const (
 	maxDeliveriesLimit     = 100
 )
 
-// Delivery is a delivery as the list route answers it (SPEC §5.2).
+// Delivery is a delivery as the list route answers it (docs/contract.md,
+// Delivery routes).
 type Delivery struct {
 	ID             string  `json:"id"`
 	EventID        *string `json:"event_id"`

@@ -1,6 +1,7 @@
-// Package api is the management API (SPEC §5.2): webhook configuration and
-// secrets per integration, behind a bearer admin token. Health and metrics
-// are mounted by the program, not here.
+// Package api is the management API (docs/contract.md, Management API):
+// webhook configuration and secrets per integration, the delivery routes
+// and portal links, behind a bearer admin token. Health and metrics are
+// mounted by the program, not here.
 //
 // Every answer is JSON. Errors are
 //
@@ -10,10 +11,12 @@
 // WWW-Authenticate: Bearer), invalid_integration_id (400: {id} must be a
 // UUID in its 36-character form, either case; it is used in lower case),
 // bad_request (400: the body could not be read), not_found (404),
-// method_not_allowed (405, with Allow), conflict (409), body_too_large (413:
+// method_not_allowed (405, with Allow), conflict (409), gone (410: a retried
+// delivery's event has left the events stream), body_too_large (413:
 // bodies are limited to 64 KiB), unsupported_media_type (415: PUT needs
 // Content-Type application/json, parameters allowed), validation_failed
-// (422), internal (500), unavailable (503, with Retry-After).
+// (422), internal (500), unavailable (503, with Retry-After). The table of
+// docs/contract.md, Errors, says when each is answered.
 //
 // PUT /v1/integrations/{id}/webhook takes {"enabled", "url", "events"}:
 // enabled and url are required; events is required and non-empty while
@@ -53,7 +56,8 @@ type Deps struct {
 	URLPolicy target.Policy
 	Resolver  target.Resolver
 	Logger    *slog.Logger
-	// Deliveries serves the delivery routes of SPEC §5.2 (deliveries.go);
+	// Deliveries serves the delivery routes (deliveries.go; docs/contract.md,
+	// Delivery routes);
 	// nil leaves them out.
 	Deliveries DeliveryService
 	// PortalLinks creates the Webhook section's portal links

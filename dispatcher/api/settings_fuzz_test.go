@@ -16,8 +16,8 @@ import (
 // panic, must report problems by field with a message each ("body" alone
 // for a body that is not one JSON object), and whatever it accepts must be
 // exactly what a strict encoding/json decode of the same body gives, and
-// valid per SPEC §4: a non-empty URL, known events without repeats, and at
-// least one event while enabled.
+// valid per docs/contract.md, Webhook configuration: a non-empty URL, known
+// events without repeats, and at least one event while enabled.
 func FuzzParseSettings(f *testing.F) {
 	for _, seed := range []string{
 		`{"enabled": true, "url": "https://hooks.example.com/in", "events": ["file_scan.completed"]}`,
@@ -60,7 +60,7 @@ func FuzzParseSettings(f *testing.F) {
 			return
 		}
 
-		// Accepted: valid per SPEC §4.
+		// Accepted: valid per docs/contract.md, Webhook configuration.
 		if set.URL == "" {
 			t.Fatal("accepted an empty url")
 		}

@@ -17,10 +17,10 @@ import (
 
 // WebhookStore is what the webhook routes need from webhooks.Store.
 type WebhookStore interface {
-	Get(ctx context.Context, integrationID string) (webhooks.Config, error)
-	Put(ctx context.Context, integrationID string, set webhooks.Settings) (cfg webhooks.Config, created bool, err error)
+	Get(ctx context.Context, integrationID string) (webhooks.Webhook, error)
+	Put(ctx context.Context, integrationID string, set webhooks.Settings) (cfg webhooks.Webhook, created bool, err error)
 	Delete(ctx context.Context, integrationID string) error
-	RotateSecret(ctx context.Context, integrationID string) (webhooks.Config, error)
+	RotateSecret(ctx context.Context, integrationID string) (webhooks.Webhook, error)
 }
 
 const (
@@ -32,8 +32,9 @@ const (
 
 // Webhook is the JSON of a webhook configuration. The secret is masked:
 // "whsec_…" and its last four characters, so a user can tell secrets apart
-// without the answer revealing one. Events are in SPEC order. Timestamps
-// are RFC 3339 UTC with milliseconds.
+// without the answer revealing one. Events are in the canonical order
+// (docs/contract.md, Events). Timestamps are RFC 3339 UTC with
+// milliseconds.
 //
 //	{"integration_id": "0195a0c1-…", "enabled": true,
 //	 "url": "https://example.com/hooks/blazelock",
@@ -56,7 +57,7 @@ type SecretBody struct {
 	Secret string `json:"secret"`
 }
 
-func webhookJSON(c webhooks.Config) Webhook {
+func webhookJSON(c webhooks.Webhook) Webhook {
 	events := c.Events
 	if events == nil {
 		events = []string{}

@@ -48,7 +48,7 @@ func TestSendSignsAndSetsHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := sign.Signature("whsec_x", ts, []byte(body)); got.Header.Get(deliver.HeaderSignature) != want {
-		t.Fatal("signature does not match SPEC §2 over the sent body")
+		t.Fatal("signature does not match docs/contract.md, Signature, over the sent body")
 	}
 	for h, want := range map[string]string{
 		"Content-Type": "application/json", "User-Agent": "Blazelock-Webhooks/test",

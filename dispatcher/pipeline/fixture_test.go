@@ -91,7 +91,7 @@ func newFixture(b testing.TB, adjust ...func(*pipeline.Deps)) *fixture {
 		b.Fatal(err)
 	}
 	deps := pipeline.Deps{
-		Configs: store,
+		Webhooks: store,
 		Sender: deliver.New(deliver.Options{
 			DialContext:     target.NewDialer(target.Policy{AllowPrivate: true}, 5*time.Second).DialContext,
 			IsRefusedTarget: func(err error) bool { return errors.Is(err, target.ErrRefused) },
@@ -99,9 +99,9 @@ func newFixture(b testing.TB, adjust ...func(*pipeline.Deps)) *fixture {
 			UserAgent:       "Blazelock-Webhooks/bench",
 			TracerProvider:  tel.TracerProvider,
 		}),
-		Log:           deliverylog.New(deliveriesKV),
-		Retries:       retrylane.New(js),
-		Schedule:      schedule.Default(),
+		DeliveryLog:   deliverylog.New(deliveriesKV),
+		RetryLane:     retrylane.New(js),
+		RetryPolicy:   schedule.Default(),
 		Metrics:       metrics,
 		Logger:        logger,
 		Tracer:        tel.TracerProvider.Tracer("bench"),

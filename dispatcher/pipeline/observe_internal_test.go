@@ -41,7 +41,7 @@ func TestObserveLogLine(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			p := New(Deps{Metrics: metrics, Schedule: schedule.Default(),
+			p := New(Deps{Metrics: metrics, RetryPolicy: schedule.Default(),
 				Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level}))})
 			rec := &deliverylog.Delivery{State: deliverylog.StateSucceeded}
 			p.observe(context.Background(), trace.SpanFromContext(context.Background()), job, rec, res, "https://hooks.example:8443/x?token=secret", tc.saveErr)
@@ -84,7 +84,7 @@ func BenchmarkObserve(b *testing.B) {
 	res := deliver.Result{StartedAt: time.Now(), Duration: time.Millisecond, StatusCode: 200, Class: deliver.ClassSuccess}
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelWarn} {
 		b.Run("level="+level.String(), func(b *testing.B) {
-			p := New(Deps{Metrics: metrics, Schedule: schedule.Default(),
+			p := New(Deps{Metrics: metrics, RetryPolicy: schedule.Default(),
 				Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))})
 			rec := &deliverylog.Delivery{State: deliverylog.StateSucceeded}
 			ctx := context.Background()

@@ -32,9 +32,9 @@ import (
 	"github.com/blazelock/webhooks/internal/natsinfra"
 )
 
-// ConfigGetter reads an integration's webhook config as of now.
-type ConfigGetter interface {
-	Get(ctx context.Context, integrationID string) (webhooks.Config, error)
+// WebhookGetter reads an integration's webhook as of now.
+type WebhookGetter interface {
+	Get(ctx context.Context, integrationID string) (webhooks.Webhook, error)
 }
 
 // Sender makes one HTTP attempt.
@@ -55,12 +55,19 @@ type Scheduler interface {
 
 // Deps are what a Pipeline works with.
 type Deps struct {
-	Configs   ConfigGetter
-	Sender    Sender
-	Log       Recorder
-	Retries   Scheduler
-	Schedule  schedule.Schedule
-	Metrics   *Metrics
+	// Webhooks is read when each attempt starts (webhooks.Store).
+	Webhooks WebhookGetter
+	// Sender makes the HTTP attempt (deliver.Sender).
+	Sender Sender
+	// DeliveryLog records every delivery and attempt (deliverylog.Log).
+	DeliveryLog Recorder
+	// RetryLane makes later attempts durable (retrylane.Lane).
+	RetryLane Scheduler
+	// RetryPolicy decides when a failed attempt is tried again, and when
+	// the delivery is dead.
+	RetryPolicy schedule.Schedule
+	Metrics     *Metrics
+	// Logger receives the per-attempt log lines.
 	Logger    *slog.Logger
 	Tracer    trace.Tracer
 	Extractor propagation.TextMapPropagator
@@ -143,7 +150,7 @@ func (p *Pipeline) HandleEvent(ctx context.Context, msg jetstream.Msg, slot cons
 		// before acknowledging. If the log shows it, do not send it again.
 		// (First deliveries skip this read: it would cost every event a
 		// round trip to find nothing.)
-		rec, err := p.Log.Load(ctx, job.IntegrationID, job.DeliveryID)
+		rec, err := p.DeliveryLog.Load(ctx, job.IntegrationID, job.DeliveryID)
 		switch {
 		case err == nil && delivery.AlreadyDone(rec, job):
 			return p.resume(ctx, rec, job)
@@ -165,7 +172,7 @@ func (p *Pipeline) HandleRetry(ctx context.Context, msg jetstream.Msg, slot cons
 		p.Logger.ErrorContext(ctx, "undecodable retry message dropped", "subject", msg.Subject(), "err", err)
 		return &consume.Terminate{Reason: err.Error()}
 	}
-	rec, err := p.Log.Load(ctx, job.IntegrationID, job.DeliveryID)
+	rec, err := p.DeliveryLog.Load(ctx, job.IntegrationID, job.DeliveryID)
 	switch {
 	case errors.Is(err, deliverylog.ErrNotFound):
 		rec = nil // expired or never saved: start a fresh record
@@ -219,7 +226,7 @@ func (p *Pipeline) ParkRetry(ctx context.Context, msg jetstream.Msg, delay time.
 func (p *Pipeline) park(ctx context.Context, job delivery.Job, delay time.Duration) error {
 	job = job.Parked()
 	delay = max(delay, deferral(job.Deferrals))
-	if err := p.Retries.Schedule(ctx, job, p.now().Add(delay)); err != nil {
+	if err := p.RetryLane.Schedule(ctx, job, p.now().Add(delay)); err != nil {
 		return err
 	}
 	p.Logger.LogAttrs(ctx, slog.LevelDebug, "delivery.parked",
@@ -240,7 +247,7 @@ func (p *Pipeline) resume(ctx context.Context, rec *deliverylog.Delivery, job de
 	if !ok {
 		return nil
 	}
-	if err := p.Retries.Schedule(ctx, next, at); err != nil {
+	if err := p.RetryLane.Schedule(ctx, next, at); err != nil {
 		return &consume.Retry{Err: err, Delay: time.Second}
 	}
 	return nil
@@ -273,14 +280,14 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job delivery.Jo
 		return p.skip(ctx, span, job, rec, skipReason)
 	}
 
-	delay, more := p.Schedule.NextDelay(job.Attempt, res.RetryAfter, p.Jitter)
+	delay, more := p.RetryPolicy.NextDelay(job.Attempt, res.RetryAfter, p.Jitter)
 	if err := delivery.Attempted(rec, job, res, delivery.Decision{More: more, Delay: delay}); err != nil {
 		return p.stale(ctx, span, err)
 	}
 	// The record is written before the next attempt is scheduled, so that
 	// attempt always finds this one in the log; a stop in between leaves a
 	// pending record, and the redelivered message only schedules (resume).
-	saveErr := p.persist(ctx, keepAlive, func(ctx context.Context) error { return p.Log.Save(ctx, rec) })
+	saveErr := p.persist(ctx, keepAlive, func(ctx context.Context) error { return p.DeliveryLog.Save(ctx, rec) })
 	if saveErr != nil && rec.State == deliverylog.StateDead {
 		// The last attempt failed but the log does not say dead: acking now
 		// would lose the delivery for good (never listed as dead, never
@@ -291,7 +298,7 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job delivery.Jo
 	}
 	if rec.State == deliverylog.StatePending {
 		err := p.persist(ctx, keepAlive, func(ctx context.Context) error {
-			return p.Retries.Schedule(ctx, job.Next(), *rec.NextAttemptAt)
+			return p.RetryLane.Schedule(ctx, job.Next(), *rec.NextAttemptAt)
 		})
 		if err != nil {
 			// The next attempt is not durable: hand the message back. Its
@@ -311,7 +318,7 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job delivery.Jo
 // slot for just that: recording the outcome is not the endpoint's time,
 // and a slow or restarting NATS must not make every endpoint look slow to
 // the limiter.
-func (p *Pipeline) request(ctx context.Context, job delivery.Job, slot consume.Slot) (cfg webhooks.Config, res deliver.Result, skipReason string, err error) {
+func (p *Pipeline) request(ctx context.Context, job delivery.Job, slot consume.Slot) (cfg webhooks.Webhook, res deliver.Result, skipReason string, err error) {
 	outcome := flow.Outcome{}
 	defer func() { slot.Done(outcome) }()
 
@@ -320,7 +327,7 @@ func (p *Pipeline) request(ctx context.Context, job delivery.Job, slot consume.S
 	// attempt time, means no attempt that starts after
 	// the API answered a change may use the old setting, and waiting for a
 	// slot between the read and the request would open such a window.
-	cfg, err = p.Configs.Get(ctx, job.IntegrationID)
+	cfg, err = p.Webhooks.Get(ctx, job.IntegrationID)
 	switch {
 	case errors.Is(err, webhooks.ErrNotFound):
 		return cfg, res, "no webhook configured for the integration", nil
@@ -391,7 +398,7 @@ func (p *Pipeline) skip(ctx context.Context, span trace.Span, job delivery.Job, 
 	if err := delivery.Skip(rec, job, reason, p.now()); err != nil {
 		return p.stale(ctx, span, err)
 	}
-	if err := p.Log.Save(ctx, rec); err != nil {
+	if err := p.DeliveryLog.Save(ctx, rec); err != nil {
 		return &consume.Retry{Err: err, Delay: configRetryDelay}
 	}
 	p.Metrics.final(ctx, deliverylog.StateSkipped)
@@ -408,7 +415,7 @@ func (p *Pipeline) reject(ctx context.Context, span trace.Span, deliveryID strin
 		DeliveryID: deliveryID, EventID: r.Partial.ID, IntegrationID: r.Partial.IntegrationID,
 		Event: r.Partial.Name, Series: 1, EventSequence: meta.Sequence.Stream, CreatedAt: meta.Timestamp,
 	}, r.Reason)
-	if err := p.Log.Save(ctx, rec); err != nil {
+	if err := p.DeliveryLog.Save(ctx, rec); err != nil {
 		return &consume.Retry{Err: err, Delay: configRetryDelay}
 	}
 	p.Metrics.final(ctx, deliverylog.StateRejected)
@@ -450,7 +457,7 @@ func (p *Pipeline) observe(ctx context.Context, span trace.Span, job delivery.Jo
 	attrs := []slog.Attr{
 		slog.String("delivery_id", job.DeliveryID), slog.String("event_id", job.EventID),
 		slog.String("integration_id", job.IntegrationID), slog.String("event", job.Event),
-		slog.Int("attempt", job.Attempt), slog.Int("max_attempts", p.Schedule.MaxAttempts()),
+		slog.Int("attempt", job.Attempt), slog.Int("max_attempts", p.RetryPolicy.MaxAttempts()),
 		slog.Int("series", job.Series), slog.String("host", host),
 		slog.String("outcome", res.Class), slog.Int("status", res.StatusCode),
 		slog.Int64("duration_ms", res.Duration.Milliseconds()), slog.String("state", rec.State),

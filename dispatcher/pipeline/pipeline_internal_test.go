@@ -26,10 +26,10 @@ func TestDeferralBacksOff(t *testing.T) {
 	}
 }
 
-type fixedConfigs struct{}
+type fixedWebhooks struct{}
 
-func (fixedConfigs) Get(_ context.Context, id string) (webhooks.Config, error) {
-	return webhooks.Config{IntegrationID: id, Settings: webhooks.Settings{
+func (fixedWebhooks) Get(_ context.Context, id string) (webhooks.Webhook, error) {
+	return webhooks.Webhook{IntegrationID: id, Settings: webhooks.Settings{
 		Enabled: true, URL: "https://hooks.example/x", Events: []string{"file_scan.completed"},
 	}}, nil
 }
@@ -80,7 +80,7 @@ func fakePipeline(t *testing.T, clock *fakeClock, sender Sender, log Recorder, l
 		t.Fatal(err)
 	}
 	p := New(Deps{
-		Configs: fixedConfigs{}, Sender: sender, Log: log, Retries: lane, Schedule: schedule.Default(), Metrics: metrics,
+		Webhooks: fixedWebhooks{}, Sender: sender, DeliveryLog: log, RetryLane: lane, RetryPolicy: schedule.Default(), Metrics: metrics,
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	p.now = clock.now

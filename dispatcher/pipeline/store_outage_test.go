@@ -79,9 +79,9 @@ type outageFixture struct {
 func newOutageFixture(t *testing.T, budget time.Duration) *outageFixture {
 	o := &outageFixture{}
 	o.fixture = newFixture(t, func(d *pipeline.Deps) {
-		o.log = &refusingLog{Recorder: d.Log}
-		o.lane = &refusingLane{Scheduler: d.Retries}
-		d.Log, d.Retries, d.StoreRetryBudget = o.log, o.lane, budget
+		o.log = &refusingLog{Recorder: d.DeliveryLog}
+		o.lane = &refusingLane{Scheduler: d.RetryLane}
+		d.DeliveryLog, d.RetryLane, d.StoreRetryBudget = o.log, o.lane, budget
 	})
 	return o
 }

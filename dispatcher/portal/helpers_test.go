@@ -262,7 +262,7 @@ func (e *env) requireAudit(action, integrationID, actorKind string) map[string]a
 func newID() string { return uuid.NewString() }
 
 // createWebhook stores settings directly and returns the config.
-func (e *env) createWebhook(id string, enabled bool, rawURL string, events ...string) webhooks.Config {
+func (e *env) createWebhook(id string, enabled bool, rawURL string, events ...string) webhooks.Webhook {
 	e.t.Helper()
 	cfg, _, err := e.store.Put(context.Background(), id, webhooks.Settings{Enabled: enabled, URL: rawURL, Events: events})
 	if err != nil {
@@ -272,7 +272,7 @@ func (e *env) createWebhook(id string, enabled bool, rawURL string, events ...st
 	return cfg
 }
 
-func (e *env) getWebhook(id string) (webhooks.Config, error) {
+func (e *env) getWebhook(id string) (webhooks.Webhook, error) {
 	cfg, err := e.store.Get(context.Background(), id)
 	if err == nil {
 		e.remember(cfg.Secret)

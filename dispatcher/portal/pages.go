@@ -161,7 +161,7 @@ func (s *Server) signOut(w http.ResponseWriter, r *http.Request) {
 const indexPageSize = 50
 
 type indexRow struct {
-	webhooks.Config
+	webhooks.Webhook
 	Problem string // the config could not be read
 }
 
@@ -205,9 +205,9 @@ func (s *Server) index(w http.ResponseWriter, r *http.Request, sess Session) {
 		case errors.Is(err, webhooks.ErrNotFound):
 			continue // deleted since the listing
 		case err != nil:
-			data.Rows = append(data.Rows, indexRow{Config: webhooks.Config{IntegrationID: id}, Problem: "could not be read"})
+			data.Rows = append(data.Rows, indexRow{Webhook: webhooks.Webhook{IntegrationID: id}, Problem: "could not be read"})
 		default:
-			data.Rows = append(data.Rows, indexRow{Config: cfg})
+			data.Rows = append(data.Rows, indexRow{Webhook: cfg})
 		}
 	}
 	s.render(w, r, http.StatusOK, "index", view{Title: "Integrations", Session: &sess, Data: data})
@@ -272,7 +272,7 @@ func (s *Server) settingsPage(w http.ResponseWriter, r *http.Request, sess Sessi
 
 // renderSettings shows the settings page for cfg (exists: a webhook is
 // configured); secret is shown in full only when non-empty.
-func (s *Server) renderSettings(w http.ResponseWriter, r *http.Request, status int, sess Session, id string, v view, cfg webhooks.Config, exists bool, secret string) {
+func (s *Server) renderSettings(w http.ResponseWriter, r *http.Request, status int, sess Session, id string, v view, cfg webhooks.Webhook, exists bool, secret string) {
 	v.Title, v.Session, v.IntegrationID = "Webhook", &sess, id
 	v.Data = settingsData{
 		Exists: exists, Enabled: cfg.Enabled, URL: cfg.URL, Events: eventOptions(cfg.Events),
@@ -338,7 +338,7 @@ func (s *Server) saveSettings(w http.ResponseWriter, r *http.Request, sess Sessi
 // renderFormProblems shows the form as submitted with its problems; the
 // secret section reflects what is stored, since nothing was saved.
 func (s *Server) renderFormProblems(w http.ResponseWriter, r *http.Request, status int, sess Session, id string,
-	set webhooks.Settings, problems map[string][]string, stored webhooks.Config, exists bool, message string) {
+	set webhooks.Settings, problems map[string][]string, stored webhooks.Webhook, exists bool, message string) {
 	v := view{Title: "Webhook", Session: &sess, IntegrationID: id, Error: message}
 	if len(problems) > 0 {
 		v.Error = "Nothing was saved: correct the fields marked below."
@@ -352,7 +352,7 @@ func (s *Server) renderFormProblems(w http.ResponseWriter, r *http.Request, stat
 
 // changes describes a save for the audit line: each changed field's old
 // and new value (URLs and event names are not secrets).
-func changes(before webhooks.Config, existed bool, after webhooks.Config) string {
+func changes(before webhooks.Webhook, existed bool, after webhooks.Webhook) string {
 	if !existed {
 		return fmt.Sprintf("enabled=%t url=%s events=%s", after.Enabled, auditURL(after.URL), strings.Join(after.Events, ","))
 	}

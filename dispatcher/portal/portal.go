@@ -52,9 +52,9 @@ import (
 
 // WebhookStore is what the pages need from webhooks.Store.
 type WebhookStore interface {
-	Get(ctx context.Context, integrationID string) (webhooks.Config, error)
-	Put(ctx context.Context, integrationID string, set webhooks.Settings) (cfg webhooks.Config, created bool, err error)
-	RotateSecret(ctx context.Context, integrationID string) (webhooks.Config, error)
+	Get(ctx context.Context, integrationID string) (webhooks.Webhook, error)
+	Put(ctx context.Context, integrationID string, set webhooks.Settings) (cfg webhooks.Webhook, created bool, err error)
+	RotateSecret(ctx context.Context, integrationID string) (webhooks.Webhook, error)
 	IDs(ctx context.Context) ([]string, error)
 }
 

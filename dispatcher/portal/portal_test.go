@@ -895,12 +895,12 @@ func TestSettingsSaveAndDisable(t *testing.T) {
 // test cannot provoke reliably).
 type conflictStore struct{ *webhooks.Store }
 
-func (conflictStore) Put(context.Context, string, webhooks.Settings) (webhooks.Config, bool, error) {
-	return webhooks.Config{}, false, fmt.Errorf("put webhook: %w", webhooks.ErrConflict)
+func (conflictStore) Put(context.Context, string, webhooks.Settings) (webhooks.Webhook, bool, error) {
+	return webhooks.Webhook{}, false, fmt.Errorf("put webhook: %w", webhooks.ErrConflict)
 }
 
-func (conflictStore) RotateSecret(context.Context, string) (webhooks.Config, error) {
-	return webhooks.Config{}, fmt.Errorf("rotate secret: %w", webhooks.ErrConflict)
+func (conflictStore) RotateSecret(context.Context, string) (webhooks.Webhook, error) {
+	return webhooks.Webhook{}, fmt.Errorf("rotate secret: %w", webhooks.ErrConflict)
 }
 
 func TestSettingsConflict(t *testing.T) {

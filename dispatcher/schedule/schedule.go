@@ -1,32 +1,22 @@
-// Package schedule is the retry schedule (docs/contract.md, Retry schedule):
+// Package schedule is the retry policy (docs/contract.md, Retry schedule):
 // how long to wait after a failed attempt, with jitter and Retry-After, and
-// when to give up.
+// when to give up. The delays, their default and their limits are the
+// operator's setting and live in package config; this package builds the
+// policy from them.
 package schedule
 
 import (
-	"errors"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/blazelock/webhooks/config"
 )
 
-const (
-	// MaxDelay bounds a single configured delay. The default schedule's
-	// longest is 8 h; a day is plenty of headroom and keeps every delivery's
-	// lifetime (and so the delivery log's retention) bounded.
-	MaxDelay = 24 * time.Hour
-
-	// MaxRetries is the most delays a schedule may have: the contract promises
-	// at most 10 attempts and the attempt header is documented as 1 to 10,
-	// so an operator schedule may shorten that but not lengthen it.
-	MaxRetries = 9
-
-	// JitterFraction is the ±10 % jitter of docs/contract.md, Retry schedule.
-	JitterFraction = 0.10
-)
+// JitterFraction is the ±10 % jitter of docs/contract.md, Retry schedule.
+const JitterFraction = 0.10
 
 // Schedule is an immutable list of delays: delay i is the wait after attempt
 // i+1 failed, before attempt i+2. Attempt 1 always runs immediately. The zero
@@ -35,71 +25,21 @@ type Schedule struct {
 	delays []time.Duration // never mutated after construction; copies are shared
 }
 
-// Default returns the contract's schedule (docs/contract.md, Retry schedule):
-// attempt 1 immediately, then 1 min, 2 min, 5 min, 10 min, 30 min, 1 h, 2 h, 4
-// h and 8 h: 10 attempts.
+// Default returns the contract's schedule, config.DefaultRetryDelays: 10
+// attempts.
 func Default() Schedule {
-	return Schedule{delays: []time.Duration{
-		time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute, 30 * time.Minute,
-		time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour,
-	}}
+	return Schedule{delays: config.DefaultRetryDelays()}
 }
 
-// New returns a schedule with the given delays (before attempts 2..N), each
-// between 0 and MaxDelay, at most MaxRetries of them. Zero delays are allowed:
-// tests and local development use them to reach "dead" quickly, and the
-// attempt limit still bounds the work.
+// New returns a schedule with the given delays (before attempts 2..N), the
+// operator's DISPATCHER_RETRY_SCHEDULE as config parsed it. They must pass
+// config.CheckRetryDelays: at most config.MaxRetryDelays of them, each
+// between 0 and config.MaxRetryDelay.
 func New(delays ...time.Duration) (Schedule, error) {
-	if len(delays) > MaxRetries {
-		return Schedule{}, fmt.Errorf("retry schedule has %d delays; at most %d are allowed (%d attempts, SPEC §3)", len(delays), MaxRetries, MaxRetries+1)
-	}
-	for i, d := range delays {
-		if err := checkDelay(d); err != nil {
-			return Schedule{}, fmt.Errorf("retry schedule item %d: %w", i+1, err)
-		}
+	if err := config.CheckRetryDelays(delays); err != nil {
+		return Schedule{}, err
 	}
 	return Schedule{delays: append([]time.Duration(nil), delays...)}, nil
-}
-
-func checkDelay(d time.Duration) error {
-	switch {
-	case d < 0:
-		return fmt.Errorf("%s is negative", d)
-	case d > MaxDelay:
-		return fmt.Errorf("%s exceeds the maximum of %s", d, MaxDelay)
-	}
-	return nil
-}
-
-// Parse reads DISPATCHER_RETRY_SCHEDULE: comma-separated Go durations, the
-// delays before attempts 2..N, e.g. "1s,2s,5s" (4 attempts). Spaces around
-// items are ignored. Each item must be a duration with a unit ("0" alone is
-// accepted, as Go's time.ParseDuration does), between 0 and MaxDelay; empty
-// input, empty items and more than MaxRetries items are errors.
-func Parse(s string) (Schedule, error) {
-	if strings.TrimSpace(s) == "" {
-		return Schedule{}, errors.New("retry schedule is empty; give comma-separated durations such as 1m,5m,30m")
-	}
-	items := strings.Split(s, ",")
-	if len(items) > MaxRetries {
-		return Schedule{}, fmt.Errorf("retry schedule has %d delays; at most %d are allowed (%d attempts, SPEC §3)", len(items), MaxRetries, MaxRetries+1)
-	}
-	delays := make([]time.Duration, len(items))
-	for i, item := range items {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			return Schedule{}, fmt.Errorf("retry schedule item %d is empty", i+1)
-		}
-		d, err := time.ParseDuration(item)
-		if err != nil {
-			return Schedule{}, fmt.Errorf("retry schedule item %d %q is not a duration; use Go syntax such as 30s, 5m or 1h", i+1, item)
-		}
-		if err := checkDelay(d); err != nil {
-			return Schedule{}, fmt.Errorf("retry schedule item %d: %w", i+1, err)
-		}
-		delays[i] = d
-	}
-	return Schedule{delays: delays}, nil
 }
 
 // MaxAttempts is the attempt limit: the number of delays plus the first,
@@ -109,8 +49,9 @@ func (s Schedule) MaxAttempts() int { return len(s.delays) + 1 }
 // Delays returns a copy of the delays before attempts 2..MaxAttempts.
 func (s Schedule) Delays() []time.Duration { return append([]time.Duration(nil), s.delays...) }
 
-// String formats the schedule so that Parse(s.String()) gives it back,
-// e.g. "1m0s,2m0s,5m0s". The zero Schedule formats as "".
+// String formats the schedule so that config.ParseRetryDelays(s.String())
+// gives its delays back, e.g. "1m0s,2m0s,5m0s". The zero Schedule formats
+// as "".
 func (s Schedule) String() string {
 	var b strings.Builder
 	for i, d := range s.delays {

@@ -3,9 +3,10 @@ package schedule
 import (
 	"math"
 	"slices"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/blazelock/webhooks/config"
 )
 
 func TestDefault(t *testing.T) {
@@ -32,53 +33,25 @@ func TestDefault(t *testing.T) {
 	}
 }
 
-func TestParse(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    []time.Duration
-		wantErr string // substring; "" means success
-	}{
-		{in: "1s,2s,5s", want: []time.Duration{time.Second, 2 * time.Second, 5 * time.Second}},
-		{in: " 1s , 2s ,5s ", want: []time.Duration{time.Second, 2 * time.Second, 5 * time.Second}},
-		{in: "1m", want: []time.Duration{time.Minute}},
-		{in: "0s,0,10ms", want: []time.Duration{0, 0, 10 * time.Millisecond}},
-		{in: "1h30m,24h", want: []time.Duration{90 * time.Minute, 24 * time.Hour}},
-		{in: "1m,2m,5m,10m,30m,1h,2h,4h,8h", want: Default().Delays()},
-		{in: "", wantErr: "retry schedule is empty"},
-		{in: "   ", wantErr: "retry schedule is empty"},
-		{in: "1s,,2s", wantErr: "item 2 is empty"},
-		{in: "1s,2s,", wantErr: "item 3 is empty"},
-		{in: ",1s", wantErr: "item 1 is empty"},
-		{in: "1s,abc", wantErr: `item 2 "abc" is not a duration`},
-		{in: "5", wantErr: `item 1 "5" is not a duration`},
-		{in: "1s;2s", wantErr: `item 1 "1s;2s" is not a duration`},
-		{in: "1s,-2s", wantErr: "item 2: -2s is negative"},
-		{in: "25h", wantErr: "item 1: 25h0m0s exceeds the maximum of 24h0m0s"},
-		{in: "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s", wantErr: "10 delays; at most 9"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			s, err := Parse(tt.in)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("Parse(%q) error = %v, want one containing %q", tt.in, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("Parse(%q): %v", tt.in, err)
-			}
-			if !slices.Equal(s.Delays(), tt.want) {
-				t.Fatalf("Parse(%q) = %v, want %v", tt.in, s.Delays(), tt.want)
-			}
-			if s.MaxAttempts() != len(tt.want)+1 {
-				t.Fatalf("MaxAttempts = %d, want %d", s.MaxAttempts(), len(tt.want)+1)
-			}
-			again, err := Parse(s.String())
-			if err != nil || !slices.Equal(again.Delays(), s.Delays()) {
-				t.Fatalf("Parse(String()) = %v, %v; want %v", again.Delays(), err, s.Delays())
-			}
-		})
+// TestStringRoundTrip: String writes what config parses back.
+func TestStringRoundTrip(t *testing.T) {
+	for _, delays := range [][]time.Duration{
+		{time.Second, 2 * time.Second, 5 * time.Second},
+		{0, 0, 10 * time.Millisecond},
+		{90 * time.Minute, 24 * time.Hour},
+		config.DefaultRetryDelays(),
+	} {
+		s, err := New(delays...)
+		if err != nil {
+			t.Fatalf("New(%v): %v", delays, err)
+		}
+		if s.MaxAttempts() != len(delays)+1 {
+			t.Fatalf("MaxAttempts = %d, want %d", s.MaxAttempts(), len(delays)+1)
+		}
+		again, err := config.ParseRetryDelays(s.String())
+		if err != nil || !slices.Equal(again, s.Delays()) {
+			t.Fatalf("ParseRetryDelays(String()) = %v, %v; want %v", again, err, s.Delays())
+		}
 	}
 }
 
@@ -92,7 +65,7 @@ func TestNew(t *testing.T) {
 	if s.Delays()[0] != time.Second {
 		t.Fatal("New kept a reference to the caller's slice")
 	}
-	for _, bad := range [][]time.Duration{{-time.Nanosecond}, {MaxDelay + 1}, make([]time.Duration, MaxRetries+1)} {
+	for _, bad := range [][]time.Duration{{-time.Nanosecond}, {config.MaxRetryDelay + 1}, make([]time.Duration, config.MaxRetryDelays+1)} {
 		if _, err := New(bad...); err == nil {
 			t.Errorf("New(%v) accepted", bad)
 		}
@@ -108,11 +81,11 @@ func TestNew(t *testing.T) {
 
 func TestNextDelay(t *testing.T) {
 	def := Default()
-	short, err := Parse("1s,2s,5s")
+	short, err := New(time.Second, 2*time.Second, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	zeros, err := Parse("0s,0s")
+	zeros, err := New(0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func TestSignature(t *testing.T) {
 		want      string
 	}{
 		{
-			name:      "SPEC §2 vector",
+			name:      "contract test vector",
 			secret:    "whsec_test_fixture_secret",
 			timestamp: 1773059696,
 			body:      specBody,

@@ -18,7 +18,7 @@ import (
 //	'T'                                   tombstone (deleted, or never configured)
 //	'C' flags mask created updated url secret
 //	    flags   1 byte, bit 0 = enabled
-//	    mask    1 byte, events in SPEC order (bit i = schemas.EventNames[i])
+//	    mask    1 byte, events in canonical order (bit i = schemas.EventNames[i])
 //	    created, updated  8 bytes each, big-endian Unix milliseconds
 //	    url     uvarint length + bytes
 //	    secret  the rest: the sealed secret (binary form, see secretbox.go)
@@ -60,7 +60,7 @@ var tombstonePayload = []byte{'T'}
 
 const configHeaderLen = 1 + 1 + 1 + 8 + 8
 
-func encodePayload(c Config, sealed []byte) []byte {
+func encodePayload(c Webhook, sealed []byte) []byte {
 	mask, _ := eventMask(c.Events) // events were validated before
 	b := make([]byte, configHeaderLen, configHeaderLen+binary.MaxVarintLen64+len(c.URL)+len(sealed))
 	b[0] = 'C'
@@ -79,7 +79,7 @@ var errBadEntry = errors.New("malformed webhook cache entry")
 
 // decodeCached parses a Redis value. found is false for a tombstone. It
 // reads the string in place: the URL shares the value's memory.
-func (s *Store) decodeCached(id, v string) (cfg Config, found bool, err error) {
+func (s *Store) decodeCached(id, v string) (cfg Webhook, found bool, err error) {
 	colon := -1
 	for i := 0; i < len(v) && i <= 20; i++ {
 		if v[i] == ':' {
@@ -88,28 +88,28 @@ func (s *Store) decodeCached(id, v string) (cfg Config, found bool, err error) {
 		}
 	}
 	if colon <= 0 || colon+1 >= len(v) {
-		return Config{}, false, errBadEntry
+		return Webhook{}, false, errBadEntry
 	}
 	rev, err := strconv.ParseUint(v[:colon], 10, 64)
 	if err != nil {
-		return Config{}, false, errBadEntry
+		return Webhook{}, false, errBadEntry
 	}
 	p := v[colon+1:]
 	switch p[0] {
 	case 'T':
-		return Config{}, false, nil
+		return Webhook{}, false, nil
 	case 'C':
 	default:
-		return Config{}, false, errBadEntry
+		return Webhook{}, false, errBadEntry
 	}
 	if len(p) < configHeaderLen+1 {
-		return Config{}, false, errBadEntry
+		return Webhook{}, false, errBadEntry
 	}
 	var urlLen uint64
 	n := configHeaderLen
 	for shift := uint(0); ; shift += 7 {
 		if n >= len(p) || shift > 63 {
-			return Config{}, false, errBadEntry
+			return Webhook{}, false, errBadEntry
 		}
 		c := p[n]
 		n++
@@ -119,14 +119,14 @@ func (s *Store) decodeCached(id, v string) (cfg Config, found bool, err error) {
 		}
 	}
 	if urlLen > uint64(len(p)-n) {
-		return Config{}, false, errBadEntry
+		return Webhook{}, false, errBadEntry
 	}
 	url := p[n : n+int(urlLen)]
 	secret, err := s.box.open(id, p[n+int(urlLen):])
 	if err != nil {
-		return Config{}, false, err
+		return Webhook{}, false, err
 	}
-	return Config{
+	return Webhook{
 		IntegrationID: id,
 		Settings:      Settings{Enabled: p[1]&1 != 0, URL: url, Events: eventsFromMask(p[2])},
 		Secret:        secret,

@@ -29,7 +29,7 @@ func fuzzStore(tb testing.TB) *Store {
 func FuzzDecodeCached(f *testing.F) {
 	s := fuzzStore(f)
 	id := "0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c01"
-	cfg := Config{IntegrationID: id, Settings: Settings{Enabled: true, URL: "https://hooks.example.com/in?x=1",
+	cfg := Webhook{IntegrationID: id, Settings: Settings{Enabled: true, URL: "https://hooks.example.com/in?x=1",
 		Events: []string{"file_scan.completed"}}, Secret: "whsec_" + strings.Repeat("A", 43),
 		CreatedAt: time.UnixMilli(1773059696000).UTC(), UpdatedAt: time.UnixMilli(1773059697000).UTC()}
 	valid := "42:" + string(encodePayload(cfg, s.box.seal(id, cfg.Secret)))
@@ -83,7 +83,7 @@ func FuzzCachedEntryRoundTrip(f *testing.F) {
 	f.Add(uint64(1<<63), true, uint8(255), int64(-62135596800000), int64(253402300799999), strings.Repeat("é", 300), "\x00")
 	f.Fuzz(func(t *testing.T, rev uint64, enabled bool, mask uint8, createdMs, updatedMs int64, url, secret string) {
 		id := "0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c01"
-		want := Config{IntegrationID: id, Settings: Settings{Enabled: enabled, URL: url, Events: eventsFromMask(mask)},
+		want := Webhook{IntegrationID: id, Settings: Settings{Enabled: enabled, URL: url, Events: eventsFromMask(mask)},
 			Secret: secret, Revision: rev, CreatedAt: time.UnixMilli(createdMs).UTC(), UpdatedAt: time.UnixMilli(updatedMs).UTC()}
 		v := strconv.FormatUint(rev, 10) + ":" + string(encodePayload(want, s.box.seal(id, secret)))
 		got, found, err := s.decodeCached(id, v)

@@ -10,17 +10,18 @@ import (
 )
 
 // Settings are what the management API sets on an integration's webhook
-// (SPEC §4).
+// (docs/contract.md, Webhook configuration).
 type Settings struct {
 	Enabled bool
 	URL     string
 	// Events is a subset of schemas.EventNames. The store keeps it without
-	// duplicates, in SPEC order; it must not be empty while Enabled.
+	// duplicates, in the canonical order of schemas.EventNames; it must not be
+	// empty while Enabled.
 	Events []string
 }
 
-// Config is an integration's webhook configuration as readers get it.
-type Config struct {
+// Webhook is an integration's webhook configuration as readers get it.
+type Webhook struct {
 	IntegrationID string
 	Settings
 	// Secret is the plaintext webhook secret ("whsec_…"). It exists in
@@ -36,7 +37,7 @@ type Config struct {
 // Selects reports whether event is one of the configured events. It does
 // not look at Enabled: a disabled webhook skips every event whatever it
 // selects, and callers usually want to tell those two reasons apart.
-func (c Config) Selects(event string) bool {
+func (c Webhook) Selects(event string) bool {
 	for _, e := range c.Events {
 		if e == event {
 			return true
@@ -46,8 +47,9 @@ func (c Config) Selects(event string) bool {
 }
 
 // normalizeSettings checks s and returns it with Events deduplicated and in
-// SPEC order. The API gives callers precise per-field messages; this check
-// keeps other callers of the store from storing what the SPEC forbids.
+// canonical order. The API gives callers precise per-field messages; this
+// check keeps other callers of the store from storing what the contract
+// forbids.
 func normalizeSettings(s Settings) (Settings, error) {
 	mask, err := eventMask(s.Events)
 	if err != nil {
@@ -63,7 +65,7 @@ func normalizeSettings(s Settings) (Settings, error) {
 	return s, nil
 }
 
-// eventMask encodes a set of event names as bits in SPEC order; the cache
+// eventMask encodes a set of event names as bits in canonical order; the cache
 // stores the mask instead of the names.
 func eventMask(events []string) (uint8, error) {
 	var mask uint8
@@ -86,7 +88,7 @@ func eventBit(event string) uint8 {
 	return 0
 }
 
-// eventsFromMask returns the names in mask, in SPEC order. It always returns
+// eventsFromMask returns the names in mask, in canonical order. It always returns
 // a fresh slice (never shared), so callers may modify it.
 func eventsFromMask(mask uint8) []string {
 	events := make([]string, 0, len(schemas.EventNames))

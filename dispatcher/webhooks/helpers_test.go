@@ -109,7 +109,7 @@ func settings(url string, events ...string) Settings {
 	return Settings{Enabled: true, URL: url, Events: events}
 }
 
-func mustPut(t testing.TB, s *Store, id string, set Settings) Config {
+func mustPut(t testing.TB, s *Store, id string, set Settings) Webhook {
 	t.Helper()
 	cfg, _, err := s.Put(context.Background(), id, set)
 	if err != nil {
@@ -118,7 +118,7 @@ func mustPut(t testing.TB, s *Store, id string, set Settings) Config {
 	return cfg
 }
 
-func mustGet(t testing.TB, s *Store, id string) Config {
+func mustGet(t testing.TB, s *Store, id string) Webhook {
 	t.Helper()
 	cfg, err := s.Get(context.Background(), id)
 	if err != nil {
@@ -128,7 +128,7 @@ func mustGet(t testing.TB, s *Store, id string) Config {
 }
 
 // sameConfig compares every field a reader uses.
-func sameConfig(t testing.TB, what string, got, want Config) {
+func sameConfig(t testing.TB, what string, got, want Webhook) {
 	t.Helper()
 	g, w := fmt.Sprintf("%+v", got), fmt.Sprintf("%+v", want)
 	if g != w || !got.CreatedAt.Equal(want.CreatedAt) || !got.UpdatedAt.Equal(want.UpdatedAt) {

@@ -5,9 +5,10 @@
 //
 // # Why the cache can never serve a stale configuration
 //
-// SPEC §3 promises that once the API has answered a change, no attempt that
-// starts afterwards, on any dispatcher, uses the old setting. A read-through
-// cache breaks that promise in four ways unless each is closed:
+// The contract (docs/contract.md, Configuration at attempt time) promises
+// that once the API has answered a change, no attempt that starts
+// afterwards, on any dispatcher, uses the old setting. A read-through cache
+// breaks that promise in four ways unless each is closed:
 //
 //  1. A slow reader populates an old value after a newer write. Every Redis
 //     value carries the KV revision it was built from, and every write to
@@ -90,7 +91,8 @@ var (
 	// ErrInvalidID: the integration id cannot be a key (ids are UUIDs;
 	// letters, digits and '-' are accepted, at most 128 bytes).
 	ErrInvalidID = errors.New("invalid integration id")
-	// ErrInvalidSettings: the settings break SPEC §4.
+	// ErrInvalidSettings: the settings break docs/contract.md, Webhook
+	// configuration.
 	ErrInvalidSettings = errors.New("invalid webhook settings")
 	// ErrConflict: the configuration kept changing under a write; it was
 	// retried and gave up. Nothing was written.
@@ -314,9 +316,9 @@ func (s *Store) nanotime() int64 { return int64(time.Since(s.clockBase)) }
 // Get returns the configuration of integrationID, or ErrNotFound. It is the
 // delivery hot path: on a cache hit it makes one Redis round trip, shared
 // with concurrent Gets (readbatch.go).
-func (s *Store) Get(ctx context.Context, integrationID string) (Config, error) {
+func (s *Store) Get(ctx context.Context, integrationID string) (Webhook, error) {
 	if !validID(integrationID) {
-		return Config{}, invalidID(integrationID)
+		return Webhook{}, invalidID(integrationID)
 	}
 	g := s.cacheGeneration()
 	if g == nil {
@@ -331,12 +333,12 @@ func (s *Store) Get(ctx context.Context, integrationID string) (Config, error) {
 		switch {
 		case decErr == nil && !found:
 			s.stats.hits.Add(1)
-			return Config{}, ErrNotFound
+			return Webhook{}, ErrNotFound
 		case decErr == nil:
 			s.stats.hits.Add(1)
 			return cfg, nil
 		case errors.Is(decErr, ErrSecretKey):
-			return Config{}, decErr
+			return Webhook{}, decErr
 		default:
 			// A value this dispatcher cannot read (a newer format during a
 			// rolling upgrade, or damage): KV is authoritative.
@@ -349,7 +351,7 @@ func (s *Store) Get(ctx context.Context, integrationID string) (Config, error) {
 		s.stats.misses.Add(1)
 		return s.getKV(ctx, integrationID, g)
 	case ctx.Err() != nil:
-		return Config{}, fmt.Errorf("read webhook cache: %w", ctx.Err())
+		return Webhook{}, fmt.Errorf("read webhook cache: %w", ctx.Err())
 	case isNoScript(err):
 		// Redis forgot our scripts: it restarted (maybe from an old
 		// snapshot) or failed over. Verify before using it again.
@@ -385,25 +387,25 @@ func (s *Store) cacheGeneration() *generation {
 // getKV reads KV; with a non-nil g it then populates Redis in generation g,
 // which the caller knew before the KV read (so a populate can only target a
 // generation that existed when its data was read).
-func (s *Store) getKV(ctx context.Context, id string, g *generation) (Config, error) {
+func (s *Store) getKV(ctx context.Context, id string, g *generation) (Webhook, error) {
 	readStart := time.Now()
 	e, err := s.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		if g != nil {
 			s.populate(ctx, g, id, 0, tombstonePayload, readStart)
 		}
-		return Config{}, ErrNotFound
+		return Webhook{}, ErrNotFound
 	}
 	if err != nil {
-		return Config{}, fmt.Errorf("read webhook %s from KV: %w", id, err)
+		return Webhook{}, fmt.Errorf("read webhook %s from KV: %w", id, err)
 	}
 	rec, err := decodeRecord(e.Value())
 	if err != nil {
-		return Config{}, fmt.Errorf("read webhook %s: %w", id, err)
+		return Webhook{}, fmt.Errorf("read webhook %s: %w", id, err)
 	}
 	cfg, sealed, err := s.configFromRecord(id, e.Revision(), rec)
 	if err != nil {
-		return Config{}, err
+		return Webhook{}, err
 	}
 	if g != nil {
 		s.populate(ctx, g, id, e.Revision(), encodePayload(cfg, sealed), readStart)
@@ -411,20 +413,20 @@ func (s *Store) getKV(ctx context.Context, id string, g *generation) (Config, er
 	return cfg, nil
 }
 
-func (s *Store) configFromRecord(id string, rev uint64, r record) (Config, []byte, error) {
+func (s *Store) configFromRecord(id string, rev uint64, r record) (Webhook, []byte, error) {
 	sealed, err := textToSealed(r.Secret)
 	if err != nil {
-		return Config{}, nil, fmt.Errorf("integration %s: %w", id, err)
+		return Webhook{}, nil, fmt.Errorf("integration %s: %w", id, err)
 	}
 	secret, err := s.box.open(id, string(sealed))
 	if err != nil {
-		return Config{}, nil, err
+		return Webhook{}, nil, err
 	}
 	mask, err := eventMask(r.Events)
 	if err != nil {
-		return Config{}, nil, fmt.Errorf("read webhook %s: %w", id, err)
+		return Webhook{}, nil, fmt.Errorf("read webhook %s: %w", id, err)
 	}
-	return Config{
+	return Webhook{
 		IntegrationID: id,
 		Settings:      Settings{Enabled: r.Enabled, URL: r.URL, Events: eventsFromMask(mask)},
 		Secret:        secret,
@@ -437,24 +439,24 @@ func (s *Store) configFromRecord(id string, rev uint64, r record) (Config, []byt
 // Put creates or replaces the settings of integrationID. The secret is
 // created on first configuration and kept on replace. created reports
 // whether there was no configuration before.
-func (s *Store) Put(ctx context.Context, integrationID string, set Settings) (cfg Config, created bool, err error) {
+func (s *Store) Put(ctx context.Context, integrationID string, set Settings) (cfg Webhook, created bool, err error) {
 	if !validID(integrationID) {
-		return Config{}, false, invalidID(integrationID)
+		return Webhook{}, false, invalidID(integrationID)
 	}
 	set, err = normalizeSettings(set)
 	if err != nil {
-		return Config{}, false, err
+		return Webhook{}, false, err
 	}
 	for attempt := range maxWriteAttempts {
 		if err := conflictPause(ctx, attempt); err != nil {
-			return Config{}, false, err
+			return Webhook{}, false, err
 		}
 		now := time.Now().UTC().Truncate(time.Millisecond)
 		e, err := s.kv.Get(ctx, integrationID)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			secret, err := sign.NewSecret()
 			if err != nil {
-				return Config{}, false, fmt.Errorf("create webhook secret: %w", err)
+				return Webhook{}, false, fmt.Errorf("create webhook secret: %w", err)
 			}
 			sealed := s.box.seal(integrationID, secret)
 			rec := record{Format: recordFormat, Enabled: set.Enabled, URL: set.URL, Events: set.Events,
@@ -464,26 +466,26 @@ func (s *Store) Put(ctx context.Context, integrationID string, set Settings) (cf
 				continue // created concurrently: replace it instead
 			}
 			if err != nil {
-				return Config{}, false, fmt.Errorf("create webhook %s in KV: %w", integrationID, err)
+				return Webhook{}, false, fmt.Errorf("create webhook %s in KV: %w", integrationID, err)
 			}
-			cfg := Config{IntegrationID: integrationID, Settings: set, Secret: secret, Revision: rev, CreatedAt: now, UpdatedAt: now}
+			cfg := Webhook{IntegrationID: integrationID, Settings: set, Secret: secret, Revision: rev, CreatedAt: now, UpdatedAt: now}
 			if err := s.afterWrite(ctx, integrationID, rev, encodePayload(cfg, sealed)); err != nil {
-				return Config{}, false, err
+				return Webhook{}, false, err
 			}
 			return cfg, true, nil
 		}
 		if err != nil {
-			return Config{}, false, fmt.Errorf("read webhook %s from KV: %w", integrationID, err)
+			return Webhook{}, false, fmt.Errorf("read webhook %s from KV: %w", integrationID, err)
 		}
 		old, err := decodeRecord(e.Value())
 		if err != nil {
-			return Config{}, false, fmt.Errorf("replace webhook %s: %w", integrationID, err)
+			return Webhook{}, false, fmt.Errorf("replace webhook %s: %w", integrationID, err)
 		}
 		// Decrypting the kept secret proves this dispatcher has the key the
 		// record was sealed with, and gives the caller the config in full.
 		prev, sealed, err := s.configFromRecord(integrationID, e.Revision(), old)
 		if err != nil {
-			return Config{}, false, err
+			return Webhook{}, false, err
 		}
 		rec := old
 		rec.Enabled, rec.URL, rec.Events, rec.UpdatedAt = set.Enabled, set.URL, set.Events, now
@@ -492,47 +494,47 @@ func (s *Store) Put(ctx context.Context, integrationID string, set Settings) (cf
 			continue // changed since we read it: apply the settings to the new state
 		}
 		if err != nil {
-			return Config{}, false, fmt.Errorf("replace webhook %s in KV: %w", integrationID, err)
+			return Webhook{}, false, fmt.Errorf("replace webhook %s in KV: %w", integrationID, err)
 		}
-		cfg := Config{IntegrationID: integrationID, Settings: set, Secret: prev.Secret, Revision: rev,
+		cfg := Webhook{IntegrationID: integrationID, Settings: set, Secret: prev.Secret, Revision: rev,
 			CreatedAt: prev.CreatedAt, UpdatedAt: now}
 		if err := s.afterWrite(ctx, integrationID, rev, encodePayload(cfg, sealed)); err != nil {
-			return Config{}, false, err
+			return Webhook{}, false, err
 		}
 		return cfg, false, nil
 	}
-	return Config{}, false, fmt.Errorf("put webhook %s: %w", integrationID, ErrConflict)
+	return Webhook{}, false, fmt.Errorf("put webhook %s: %w", integrationID, ErrConflict)
 }
 
 // RotateSecret replaces the secret of integrationID with a new one, at once
-// and with no grace period (SPEC §4).
-func (s *Store) RotateSecret(ctx context.Context, integrationID string) (Config, error) {
+// and with no grace period (docs/contract.md, Secrets).
+func (s *Store) RotateSecret(ctx context.Context, integrationID string) (Webhook, error) {
 	if !validID(integrationID) {
-		return Config{}, invalidID(integrationID)
+		return Webhook{}, invalidID(integrationID)
 	}
 	for attempt := range maxWriteAttempts {
 		if err := conflictPause(ctx, attempt); err != nil {
-			return Config{}, err
+			return Webhook{}, err
 		}
 		e, err := s.kv.Get(ctx, integrationID)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return Config{}, ErrNotFound
+			return Webhook{}, ErrNotFound
 		}
 		if err != nil {
-			return Config{}, fmt.Errorf("read webhook %s from KV: %w", integrationID, err)
+			return Webhook{}, fmt.Errorf("read webhook %s from KV: %w", integrationID, err)
 		}
 		old, err := decodeRecord(e.Value())
 		if err != nil {
-			return Config{}, fmt.Errorf("rotate secret of %s: %w", integrationID, err)
+			return Webhook{}, fmt.Errorf("rotate secret of %s: %w", integrationID, err)
 		}
 		// Refuse to seal with a key other dispatchers may not have.
 		prev, _, err := s.configFromRecord(integrationID, e.Revision(), old)
 		if err != nil {
-			return Config{}, err
+			return Webhook{}, err
 		}
 		secret, err := sign.NewSecret()
 		if err != nil {
-			return Config{}, fmt.Errorf("create webhook secret: %w", err)
+			return Webhook{}, fmt.Errorf("create webhook secret: %w", err)
 		}
 		now := time.Now().UTC().Truncate(time.Millisecond)
 		sealed := s.box.seal(integrationID, secret)
@@ -543,16 +545,16 @@ func (s *Store) RotateSecret(ctx context.Context, integrationID string) (Config,
 			continue
 		}
 		if err != nil {
-			return Config{}, fmt.Errorf("rotate secret of %s in KV: %w", integrationID, err)
+			return Webhook{}, fmt.Errorf("rotate secret of %s in KV: %w", integrationID, err)
 		}
 		cfg := prev
 		cfg.Secret, cfg.Revision, cfg.UpdatedAt = secret, rev, now
 		if err := s.afterWrite(ctx, integrationID, rev, encodePayload(cfg, sealed)); err != nil {
-			return Config{}, err
+			return Webhook{}, err
 		}
 		return cfg, nil
 	}
-	return Config{}, fmt.Errorf("rotate secret of %s: %w", integrationID, ErrConflict)
+	return Webhook{}, fmt.Errorf("rotate secret of %s: %w", integrationID, ErrConflict)
 }
 
 // Delete removes the configuration of integrationID (ErrNotFound if none).

@@ -44,7 +44,7 @@ func TestLifecycle(t *testing.T) {
 				t.Fatalf("create returned %+v", created)
 			}
 			if got := strings.Join(created.Events, ","); got != "file_scan.submitted,file_scan.failed" {
-				t.Fatalf("events not in SPEC order: %s", got)
+				t.Fatalf("events not in canonical order: %s", got)
 			}
 			// Twice: the first read may populate, the second is a hit.
 			sameConfig(t, "get after create", mustGet(t, s, id), created)
@@ -532,7 +532,7 @@ func TestRacingPopulate(t *testing.T) {
 				}
 			})
 		}
-		var last Config
+		var last Webhook
 		for i := 1; i <= 30; i++ {
 			last = mustPut(t, s, id, settings(fmt.Sprintf("https://%d.example/hook", i)))
 		}
@@ -576,7 +576,7 @@ func TestConcurrentWritesLoseNothing(t *testing.T) {
 
 	type result struct {
 		rotate bool
-		cfg    Config
+		cfg    Webhook
 	}
 	var mu sync.Mutex
 	results := []result{{cfg: first}}
@@ -677,7 +677,7 @@ func TestDecodeCachedRejectsDamage(t *testing.T) {
 	}
 	id := newID()
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	cfg := Config{IntegrationID: id, Settings: Settings{Enabled: true, URL: "https://a.example/h", Events: []string{"file_scan.completed"}},
+	cfg := Webhook{IntegrationID: id, Settings: Settings{Enabled: true, URL: "https://a.example/h", Events: []string{"file_scan.completed"}},
 		Secret: "whsec_x", Revision: 42, CreatedAt: now, UpdatedAt: now}
 	good := "42:" + string(encodePayload(cfg, s.box.seal(id, cfg.Secret)))
 	got, found, err := s.decodeCached(id, good)
@@ -744,7 +744,7 @@ func BenchmarkDecodeCached(b *testing.B) {
 	id := newID()
 	secret, _ := sign.NewSecret()
 	now := time.Now()
-	cfg := Config{IntegrationID: id, Settings: settings("https://bench.example/hook", "file_scan.completed", "file_scan.failed"),
+	cfg := Webhook{IntegrationID: id, Settings: settings("https://bench.example/hook", "file_scan.completed", "file_scan.failed"),
 		Secret: secret, Revision: 7, CreatedAt: now, UpdatedAt: now}
 	v := "7:" + string(encodePayload(cfg, s.box.seal(id, secret)))
 	b.ReportAllocs()

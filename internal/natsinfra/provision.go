@@ -97,7 +97,7 @@ func (o Options) Streams() []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{
 		{
 			Name:        EventsStream,
-			Description: "Blazelock scan events published by scan services (SPEC 5.1)",
+			Description: "Blazelock scan events published by scan services (docs/contract.md, Publishing events)",
 			Subjects:    []string{EventsSubjects},
 			Retention:   jetstream.LimitsPolicy,
 			MaxAge:      o.EventsMaxAge,

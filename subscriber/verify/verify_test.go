@@ -26,7 +26,7 @@ func fixedClock(t time.Time) func() time.Time { return func() time.Time { return
 
 func TestSignMatchesSpecVector(t *testing.T) {
 	if got := verify.Sign(vectorSecret, vectorTimestamp, []byte(vectorBody)); got != vectorSignature {
-		t.Fatalf("Sign(SPEC vector) = %s, want %s", got, vectorSignature)
+		t.Fatalf("Sign(contract test vector) = %s, want %s", got, vectorSignature)
 	}
 }
 
@@ -144,7 +144,7 @@ func TestDefaultVerifierUsesTheRealClock(t *testing.T) {
 	// either too old or in the future; a fresh signature verifies.
 	err := verify.Verify(vectorSecret, header(vectorTimestamp, vectorSignature), []byte(vectorBody))
 	if !errors.Is(err, verify.ErrTimestampTooOld) && !errors.Is(err, verify.ErrTimestampInFuture) {
-		t.Fatalf("SPEC vector against the real clock: %v", err)
+		t.Fatalf("contract test vector against the real clock: %v", err)
 	}
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	if err := verify.Verify(vectorSecret, header(ts, verify.Sign(vectorSecret, ts, []byte(vectorBody))), []byte(vectorBody)); err != nil {
