@@ -99,6 +99,13 @@ func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options
 		})
 	},
 		jetstream.PullMaxMessages(o.PullBatch),
+		// Short pulls with frequent heartbeats: a pull the server has
+		// dropped while the client still counts on it (seen under load:
+		// deliveries stopped for about 30 s, the default expiry, until
+		// nats.go reported a missing heartbeat and pulled again) costs
+		// at most 2*pullHeartbeat instead.
+		jetstream.PullExpiry(pullExpiry),
+		jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) || ctx.Err() == nil {
 				o.Logger.Warn("consumer pull problem", "lane", o.Name, "err", err)
@@ -117,6 +124,12 @@ func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options
 	parking.wg.Wait()
 	return nil
 }
+
+// Pull timing: see Run.
+const (
+	pullExpiry    = 5 * time.Second
+	pullHeartbeat = time.Second
+)
 
 // maxParking bounds the parkings in flight per lane. Parking is a publish
 // awaited from the server; run one after another on the pull's callback,
