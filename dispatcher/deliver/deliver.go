@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,9 +19,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/blazelock/webhooks/dispatcher/schedule"
@@ -95,7 +92,7 @@ type Options struct {
 	AttemptTimeout  time.Duration
 	UserAgent       string
 	TracerProvider  trace.TracerProvider
-	// MeterProvider receives otelhttp's http.client.* metrics.
+	// MeterProvider receives the http.client.* metrics (instrument.go).
 	MeterProvider metric.MeterProvider
 	// TLSConfig is for tests that trust a local CA; nil uses the system roots.
 	TLSConfig *tls.Config
@@ -106,16 +103,17 @@ type Options struct {
 // Sender makes attempts. It is safe for concurrent use.
 type Sender struct {
 	client          *retryablehttp.Client
+	instruments     *instruments
 	userAgent       string
 	isRefusedTarget func(error) bool
 	now             func() time.Time
 }
 
 // New builds the HTTP stack: an http.Transport whose dialer re-checks every
-// resolved address, wrapped by otelhttp for one client span per attempt (with
-// an empty propagator, so our trace ids never reach customer endpoints),
-// inside retryablehttp with RetryMax 0: every HTTP request is one numbered
-// attempt, and the minutes-to-hours schedule lives in JetStream.
+// resolved address, inside retryablehttp with RetryMax 0: every HTTP
+// request is one numbered attempt, and the minutes-to-hours schedule lives
+// in JetStream. Each attempt gets a client span and the http.client.*
+// metrics (instrument.go); no trace header is sent.
 func New(o Options) *Sender {
 	if o.MaxIdleConnsPerHost == 0 {
 		o.MaxIdleConnsPerHost = 64
@@ -132,18 +130,11 @@ func New(o Options) *Sender {
 		ResponseHeaderTimeout: o.AttemptTimeout,
 		ExpectContinueTimeout: time.Second,
 	}
-	otelOpts := []otelhttp.Option{otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator())}
-	if o.TracerProvider != nil {
-		otelOpts = append(otelOpts, otelhttp.WithTracerProvider(o.TracerProvider))
-	}
-	if o.MeterProvider != nil {
-		otelOpts = append(otelOpts, otelhttp.WithMeterProvider(o.MeterProvider))
-	}
 	httpClient := &http.Client{
-		// Wrapping the base transport with otelhttp also hides its
-		// CloseIdleConnections from retryablehttp, which would otherwise flush
-		// the pool to every endpoint whenever one attempt fails (issue #237).
-		Transport: otelhttp.NewTransport(flatBody{transport}, otelOpts...),
+		// keepPool hides the transport's CloseIdleConnections from
+		// retryablehttp, which would otherwise flush the pool to every
+		// endpoint whenever one attempt fails (go-retryablehttp issue #237).
+		Transport: keepPool{transport},
 		Timeout:   o.AttemptTimeout,
 		// docs/contract.md, Attempt outcome: redirects are failures, never
 		// followed (a redirect to a private address must not become an SSRF
@@ -164,20 +155,30 @@ func New(o Options) *Sender {
 	if isRefused == nil {
 		isRefused = func(error) bool { return false }
 	}
-	return &Sender{client: client, userAgent: o.UserAgent, isRefusedTarget: isRefused, now: time.Now}
+	return &Sender{
+		client: client, instruments: newInstruments(o.TracerProvider, o.MeterProvider),
+		userAgent: o.UserAgent, isRefusedTarget: isRefused, now: time.Now,
+	}
 }
 
 // Send makes one attempt. It never returns an error: every failure is a
 // Result with its class, because every failure is treated alike (retried).
 func (s *Sender) Send(ctx context.Context, r Request) Result {
 	start := s.now()
-	res := Result{StartedAt: start}
-	ts := start.Unix()
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
 	if err != nil {
-		res.Class, res.Err = ClassNetwork, errors.New("invalid request: "+stripURL(err).Error())
-		return res
+		return Result{StartedAt: start, Class: ClassNetwork, Err: errors.New("invalid request: " + stripURL(err).Error())}
 	}
+	host, port := hostPort(req.URL)
+	ctx, span := s.instruments.start(ctx, host, port)
+	res := s.send(req.WithContext(ctx), r, start)
+	s.instruments.end(ctx, span, host, port, len(r.Body), res)
+	return res
+}
+
+func (s *Sender) send(req *retryablehttp.Request, r Request, start time.Time) Result {
+	res := Result{StartedAt: start}
+	ts := start.Unix()
 	h := req.Header
 	h["Content-Type"] = []string{"application/json"}
 	h["User-Agent"] = []string{s.userAgent}
@@ -267,32 +268,8 @@ func stripURL(err error) error {
 	return err
 }
 
-// maxFlatBodyBytes bounds the bodies flatBody copies; every event is far
-// below it (256 KiB by default: docs/contract.md, Publishing events).
-const maxFlatBodyBytes = 1 << 20
+// keepPool passes requests to the transport but not its
+// CloseIdleConnections (see New).
+type keepPool struct{ base http.RoundTripper }
 
-// flatBody sits between otelhttp and the http.Transport. otelhttp wraps the
-// request body to measure it; net/http then no longer sees an in-memory
-// body and flushes the headers in one write and the body in another: two
-// syscalls per attempt here and usually two reads at the receiver. flatBody
-// reads the wrapped body to its end (so otelhttp still records its size)
-// and gives the transport a bytes.Reader, which it writes with the headers
-// in one go.
-type flatBody struct{ base http.RoundTripper }
-
-func (t flatBody) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength <= 0 || r.ContentLength > maxFlatBodyBytes {
-		return t.base.RoundTrip(r)
-	}
-	buf := make([]byte, r.ContentLength)
-	_, err := io.ReadFull(r.Body, buf)
-	r.Body.Close()
-	if err != nil {
-		return nil, fmt.Errorf("read request body: %w", err)
-	}
-	flat := new(http.Request)
-	*flat = *r // a shallow copy: a RoundTripper must not modify its request
-	flat.Body = io.NopCloser(bytes.NewReader(buf))
-	flat.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
-	return t.base.RoundTrip(flat)
-}
+func (t keepPool) RoundTrip(r *http.Request) (*http.Response, error) { return t.base.RoundTrip(r) }

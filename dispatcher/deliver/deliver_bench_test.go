@@ -15,7 +15,7 @@ import (
 )
 
 // BenchmarkSend is one attempt against a local receiver that reads the body
-// and answers 200: signing, the SSRF-guarded transport, otelhttp and
+// and answers 200: signing, the SSRF-guarded transport, the span and metrics, and
 // retryablehttp, with 32 attempts in flight per CPU. "plain-net-http" posts
 // the same body with a bare http.Client and the same concurrency: the
 // difference is what the attempt machinery costs over the raw ceiling.

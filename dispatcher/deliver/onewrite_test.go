@@ -29,7 +29,7 @@ func (c countingConn) Write(p []byte) (int, error) {
 }
 
 // An attempt's headers and body leave in one write (not one for each), the
-// receiver gets the body intact, and otelhttp still measures the body size.
+// receiver gets the body intact, and the body size is measured.
 func TestAttemptIsOneWrite(t *testing.T) {
 	payload := `{"event":"file_scan.completed","pad":"` + strings.Repeat("x", 1024-41) + `"}`
 	var got atomic.Value
