@@ -189,6 +189,11 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 			UserAgent:       "Blazelock-Webhooks/" + version,
 			TracerProvider:  tel.TracerProvider,
 			MeterProvider:   tel.MeterProvider,
+			// Integrations may share a host (a hosted receiver, or the bench's
+			// one receiver): an idle pool smaller than the attempts that can be
+			// in flight to it closes connections that are dialled again
+			// moments later.
+			MaxIdleConnsPerHost: tunables.Concurrency,
 		}),
 		DeliveryLog:   deliveryLog,
 		RetryLane:     lane,

@@ -96,7 +96,8 @@ type Options struct {
 	MeterProvider metric.MeterProvider
 	// TLSConfig is for tests that trust a local CA; nil uses the system roots.
 	TLSConfig *tls.Config
-	// MaxIdleConnsPerHost is the keep-alive pool per endpoint.
+	// MaxIdleConnsPerHost is the keep-alive pool per host (default 64);
+	// the program sets its attempt concurrency.
 	MaxIdleConnsPerHost int
 }
 
