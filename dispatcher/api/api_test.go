@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -27,23 +26,8 @@ import (
 
 const adminToken = "test-admin-token-0123456789abcdef"
 
-// resolver answers from a fixed table, like DNS would; unknown names do
-// not exist. No test reaches the network.
-type resolver map[string][]string
-
-func (r resolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, error) {
-	ips, ok := r[host]
-	if !ok {
-		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-	}
-	var out []net.IPAddr
-	for _, ip := range ips {
-		out = append(out, net.IPAddr{IP: net.ParseIP(ip)})
-	}
-	return out, nil
-}
-
-var testResolver = resolver{
+// testResolver stands in for DNS: nothing in these tests reaches the network.
+var testResolver = testinfra.Resolver{
 	"hooks.example.com":    {"93.184.215.14"},
 	"other.example.com":    {"93.184.215.15"},
 	"internal.example.com": {"10.20.30.40"},

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -38,24 +37,8 @@ const (
 	linkTTL    = 15 * time.Minute
 )
 
-// resolver answers from a fixed table, like DNS would; unknown names do
-// not exist. Nothing in these tests reaches the network, and nothing is
-// ever delivered.
-type resolver map[string][]string
-
-func (r resolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, error) {
-	ips, ok := r[strings.ToLower(host)]
-	if !ok {
-		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-	}
-	var out []net.IPAddr
-	for _, ip := range ips {
-		out = append(out, net.IPAddr{IP: net.ParseIP(ip)})
-	}
-	return out, nil
-}
-
-var testResolver = resolver{
+// testResolver stands in for DNS: nothing in these tests reaches the network.
+var testResolver = testinfra.Resolver{
 	"example.com":          {"93.184.216.34"},
 	"hooks.example.com":    {"93.184.216.34"},
 	"other.example.com":    {"93.184.216.35"},
