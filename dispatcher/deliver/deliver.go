@@ -105,16 +105,18 @@ type Options struct {
 type Sender struct {
 	client          *retryablehttp.Client
 	instruments     *instruments
+	attemptTimeout  time.Duration
 	userAgent       string
 	isRefusedTarget func(error) bool
 	now             func() time.Time
 }
 
 // New builds the HTTP stack: an http.Transport whose dialer re-checks every
-// resolved address, inside retryablehttp with RetryMax 0: every HTTP
-// request is one numbered attempt, and the minutes-to-hours schedule lives
-// in JetStream. Each attempt gets a client span and the http.client.*
-// metrics (instrument.go); no trace header is sent.
+// resolved address, inside retryablehttp, which retries only connections
+// that sent nothing (see retryConnect). Each Send is one numbered attempt,
+// retries included; the minutes-to-hours schedule lives in JetStream. Each
+// attempt gets a client span and the http.client.* metrics
+// (instrument.go); no trace header is sent.
 func New(o Options) *Sender {
 	if o.MaxIdleConnsPerHost == 0 {
 		o.MaxIdleConnsPerHost = 64
@@ -142,23 +144,31 @@ func New(o Options) *Sender {
 		// either).
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	client := &retryablehttp.Client{
-		HTTPClient: httpClient,
-		Logger:     nil,
-		RetryMax:   0,
-		CheckRetry: func(ctx context.Context, _ *http.Response, _ error) (bool, error) {
-			return false, nil
-		},
-		ErrorHandler: retryablehttp.PassthroughErrorHandler,
-		Backoff:      retryablehttp.DefaultBackoff,
-	}
 	isRefused := o.IsRefusedTarget
 	if isRefused == nil {
 		isRefused = func(error) bool { return false }
 	}
+	client := &retryablehttp.Client{
+		HTTPClient:   httpClient,
+		Logger:       nil,
+		RetryMax:     connectRetries,
+		RetryWaitMin: connectRetryWaitMin,
+		RetryWaitMax: connectRetryWaitMax,
+		CheckRetry: func(ctx context.Context, _ *http.Response, err error) (bool, error) {
+			// Only with budget left for the wait and another try, so that an
+			// exhausted attempt reports the connection's error, not the
+			// deadline's.
+			if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < 2*connectRetryWaitMax {
+				return false, nil
+			}
+			return retryConnect(err, isRefused), nil
+		},
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+		Backoff:      retryablehttp.DefaultBackoff,
+	}
 	return &Sender{
 		client: client, instruments: newInstruments(o.TracerProvider, o.MeterProvider),
-		userAgent: o.UserAgent, isRefusedTarget: isRefused, now: time.Now,
+		attemptTimeout: o.AttemptTimeout, userAgent: o.UserAgent, isRefusedTarget: isRefused, now: time.Now,
 	}
 }
 
@@ -166,6 +176,12 @@ func New(o Options) *Sender {
 // Result with its class, because every failure is treated alike (retried).
 func (s *Sender) Send(ctx context.Context, r Request) Result {
 	start := s.now()
+	if s.attemptTimeout > 0 {
+		// One budget for the attempt, connection retries included.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.attemptTimeout)
+		defer cancel()
+	}
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
 	if err != nil {
 		return Result{StartedAt: start, Class: ClassNetwork, Err: errors.New("invalid request: " + stripURL(err).Error())}
@@ -267,6 +283,34 @@ func stripURL(err error) error {
 		return urlErr.Err
 	}
 	return err
+}
+
+// Connection retries inside one attempt (retryConnect).
+const (
+	connectRetries      = 2
+	connectRetryWaitMin = 100 * time.Millisecond
+	connectRetryWaitMax = time.Second
+)
+
+// retryConnect says whether a failed try may be repeated within the same
+// attempt: only when the connection could not be made, so not a byte of
+// the request left (an endpoint restarting, a full accept queue), and not
+// when the SSRF rule refused the address or the name does not exist, which
+// another try within a second would not change. The attempt's budget
+// (AttemptTimeout) bounds the tries together; the delivery records one
+// attempt with the last try's outcome.
+func retryConnect(err error, isRefused func(error) bool) bool {
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	switch {
+	case err == nil || isRefused(err):
+		return false
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return false
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	}
+	return errors.As(err, &opErr) && opErr.Op == "dial"
 }
 
 // keepPool passes requests to the transport but not its

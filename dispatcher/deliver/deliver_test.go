@@ -141,3 +141,66 @@ func TestSendRefusesPrivateTargetsAtConnectTime(t *testing.T) {
 		t.Fatal("the private endpoint was reached")
 	}
 }
+
+// TestConnectRetries: a connection that could not be made is tried again
+// within the same attempt (an endpoint restarting answers the retry), up to
+// connectRetries times; an address the SSRF rule refuses is not.
+func TestConnectRetries(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // refused until the server below starts
+	refusedTarget := errors.New("refused by policy")
+	var dials atomic.Int32
+	var refuse atomic.Bool
+	// A sender per case: none reuses another's pooled connection.
+	send := func() deliver.Result {
+		s := deliver.New(deliver.Options{
+			DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+				dials.Add(1)
+				if refuse.Load() {
+					return nil, &net.OpError{Op: "dial", Net: network, Err: refusedTarget}
+				}
+				return (&net.Dialer{}).DialContext(ctx, network, a)
+			},
+			IsRefusedTarget: func(err error) bool { return errors.Is(err, refusedTarget) },
+			AttemptTimeout:  5 * time.Second,
+		})
+		return s.Send(context.Background(), deliver.Request{URL: "http://" + addr + "/hook", Secret: "whsec_x", EventID: "e", Attempt: 1, Body: []byte(body)})
+	}
+
+	if res := send(); res.Class != deliver.ClassRefused || dials.Load() != 3 {
+		t.Errorf("nothing listening: class %s after %d dials, want %s after 3", res.Class, dials.Load(), deliver.ClassRefused)
+	}
+
+	dials.Store(0)
+	started := make(chan *http.Server, 1)
+	go func() {
+		time.Sleep(150 * time.Millisecond) // the endpoint comes back between the first try and a retry
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			started <- nil
+			return
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})}
+		started <- srv
+		_ = srv.Serve(l)
+	}()
+	res := send()
+	if srv := <-started; srv != nil {
+		defer srv.Close()
+	} else {
+		t.Fatalf("could not listen on %s again: another process took the port", addr)
+	}
+	if !res.OK() || dials.Load() < 2 {
+		t.Errorf("restarting endpoint: class %s after %d dials, want success after a retry", res.Class, dials.Load())
+	}
+
+	dials.Store(0)
+	refuse.Store(true)
+	if res := send(); res.Class != deliver.ClassSSRF || dials.Load() != 1 {
+		t.Errorf("refused target: class %s after %d dials, want %s after 1", res.Class, dials.Load(), deliver.ClassSSRF)
+	}
+}
