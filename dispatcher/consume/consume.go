@@ -55,6 +55,21 @@ func (t *Terminate) Error() string { return "terminate: " + t.Reason }
 // DefaultRetryDelay is used for unexpected handler errors.
 const DefaultRetryDelay = 5 * time.Second
 
+// Pull requests: a pull waits at the consumer's leader for at most
+// pullExpiry, which sends a heartbeat every pullHeartbeat while it waits.
+// A pull can be lost without an answer: its consumer's leader died or was
+// cut off, or the pull reached a consumer between two leaders (a new
+// leader does not know the pulls its predecessor held). The client only
+// notices by the missing heartbeats, after 2 × pullHeartbeat, and then
+// pulls again; until then this process receives nothing on that lane.
+// nats.go's defaults (30 s expiry, 15 s heartbeat) made that a 30 s stall
+// after a NATS cluster failover (reliability: TestClusterNodePartitioned);
+// these bound it to about 4 s, for a heartbeat every 2 s per waiting pull.
+const (
+	pullExpiry    = 10 * time.Second
+	pullHeartbeat = 2 * time.Second
+)
+
 // Options configure a Runner.
 type Options struct {
 	// Scheduler runs the attempts; it is shared by both lanes.
@@ -99,6 +114,8 @@ func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options
 		})
 	},
 		jetstream.PullMaxMessages(o.PullBatch),
+		jetstream.PullExpiry(pullExpiry),
+		jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) || ctx.Err() == nil {
 				o.Logger.Warn("consumer pull problem", "lane", o.Name, "err", err)
