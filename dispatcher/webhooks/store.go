@@ -60,11 +60,17 @@
 // may serve the previous value until CacheTTL or a successful retry.
 //
 // The argument assumes a KV read sees every write acknowledged before it
-// started. That holds for a bucket with one replica (natsinfra's default).
-// With replicated buckets, KV reads are direct gets that a follower may
-// answer slightly behind the leader: a read that falls back to KV within
-// that lag after a write can return the older value, and if the generation
-// moves at that moment, cache it until the next write or CacheTTL.
+// started. That holds for a bucket with one replica (natsinfra's default),
+// and for replicated buckets because provisioning turns their direct gets
+// off (natsinfra.Options.LeaderReads): reads are answered by the bucket's
+// leader, which acknowledged the write, not by a follower that may lag.
+// Two windows remain with replicated buckets: a process that opened the
+// bucket while another one was changing its settings may keep direct gets
+// until it restarts (see natsinfra's provisionBucket), and right after a
+// leader change a read can reach a new leader that has not yet applied
+// the last writes it holds: a read that falls back to KV in that moment
+// can return the older value, and if the generation moves at that moment,
+// cache it until the next write or CacheTTL.
 package webhooks
 
 import (

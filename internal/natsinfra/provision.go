@@ -213,7 +213,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 		}
 	}
 	for _, want := range o.Buckets() {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, want)
+		kv, err := provisionBucket(ctx, js, want, !o.LeaderReads())
 		if err != nil {
 			return fmt.Errorf("provision KV bucket %s: %w", want.Bucket, err)
 		}
@@ -225,11 +225,69 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 			problems = append(problems, fmt.Errorf("KV bucket %s: server stored ttl=%s history=%d, asked ttl=%s history=%d",
 				want.Bucket, st.TTL(), st.History(), want.TTL, want.History))
 		}
+		if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo().Config.AllowDirect != !o.LeaderReads() {
+			problems = append(problems, fmt.Errorf("KV bucket %s: server stored allow_direct=%v, asked %v",
+				want.Bucket, bs.StreamInfo().Config.AllowDirect, !o.LeaderReads()))
+		}
 	}
 	if err := errors.Join(problems...); err != nil {
 		return fmt.Errorf("the NATS server did not store the configuration asked for (is it older than %s?): %w", MinServerVersion, err)
 	}
 	return nil
+}
+
+// LeaderReads reports whether KV reads go to each bucket's leader rather
+// than to any replica: with replicated buckets (Replicas > 1). nats.go
+// creates buckets with direct gets, which any replica answers: a follower
+// may answer slightly behind the leader (a read just after a write can
+// miss it), and while the node of a bucket's leader is cut off from the
+// others, part of the direct gets keep going to it and time out until
+// the servers close the dead routes (a minute and more with nats-server's
+// default route pings; reliability: TestClusterNodePartitioned). Leader
+// reads see every write the leader acknowledged, and recover as soon as
+// a new leader is elected. With one replica both are the same server and
+// direct gets are cheaper, so they stay.
+func (o Options) LeaderReads() bool { return o.Replicas > 1 }
+
+// provisionBucket creates the bucket, or updates it when its settings
+// differ from want, then sets whether any replica may answer reads
+// (direct). It writes nothing when the bucket is already as asked, so a
+// dispatcher that starts never changes a setting under the running ones
+// (nats.go's CreateOrUpdateKeyValue always asks for direct gets, so it is
+// called only when something else must change; a process that opens the
+// bucket in the moment before direct is set again keeps direct gets until
+// it restarts).
+func provisionBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig, direct bool) (jetstream.KeyValue, error) {
+	name := "KV_" + want.Bucket
+	s, err := js.Stream(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		s = nil
+	case err != nil:
+		return nil, err
+	}
+	if s == nil || !bucketAsAsked(s.CachedInfo().Config, want) {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, want); err != nil {
+			return nil, err
+		}
+		if s, err = js.Stream(ctx, name); err != nil {
+			return nil, err
+		}
+	}
+	if cfg := s.CachedInfo().Config; cfg.AllowDirect != direct {
+		cfg.AllowDirect = direct
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("set allow_direct=%v: %w", direct, err)
+		}
+	}
+	return js.KeyValue(ctx, want.Bucket)
+}
+
+// bucketAsAsked compares the settings Buckets sets with a bucket's stream.
+func bucketAsAsked(got jetstream.StreamConfig, want jetstream.KeyValueConfig) bool {
+	history, replicas := int64(max(want.History, 1)), max(want.Replicas, 1)
+	return got.Description == want.Description && got.MaxMsgsPerSubject == history && got.MaxAge == want.TTL &&
+		got.Storage == want.Storage && got.Replicas == replicas
 }
 
 func compareStream(want, got jetstream.StreamConfig) []error {
