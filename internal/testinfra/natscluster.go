@@ -122,6 +122,13 @@ cluster {
   listen: "127.0.0.1:%d"
   advertise: "127.0.0.1:%d"
   routes: [%s]
+  # What the README recommends for production: a route whose peer stopped
+  # answering is closed after 3 unanswered pings 5s apart (15-20 s) rather
+  # than nats-server's default of 2 pings 30s apart (60-90 s). Until then
+  # the servers keep routing requests to the cut-off node's subscribers,
+  # among them a third of the replicas that answer KV reads.
+  ping_interval: "5s"
+  ping_max: 3
 }
 `, n.Name, n.ClientPort, n.MonitorPort, n.StoreDir, n.RoutePort, nowhere, strings.Join(routes, ", "))
 		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
