@@ -25,12 +25,18 @@
 //     read the token from KV after their own KV write, so they update the
 //     generation that is current after the write.
 //  3. Redis loses acknowledged writes: a restart from an older RDB/AOF
-//     snapshot, or a failover to a replica that missed the last writes. All
-//     Redis calls are EVALSHA of our scripts, and Redis forgets scripts on
-//     restart, so the first call against a new process fails with NOSCRIPT.
-//     Scripts are only (re)loaded after comparing the server's run_id with
-//     the one recorded next to the generation; a different run_id moves the
-//     generation first.
+//     snapshot, or a failover to a replica that missed the last writes
+//     (Sentinel promotes a replica that replicates asynchronously). All
+//     Redis calls are EVALSHA of our scripts, and the scripts carry the
+//     run_id of the Redis process they were loaded into, so the first call
+//     against any other process fails with NOSCRIPT: a restarted one has
+//     forgotten every script, a replica never had ours (Redis 7 does not
+//     replicate SCRIPT LOAD), and a primary that Sentinel demoted without a
+//     restart, which keeps its script cache through the resync and may be
+//     promoted again later while behind, has only scripts tagged with its
+//     own run_id, not the current process's. Scripts are only (re)loaded
+//     after comparing the server's run_id with the one recorded next to
+//     the generation; a different run_id moves the generation first.
 //  4. A write lands in Redis long after its KV read (a stalled process or
 //     a TCP retransmission), after the newer entry that guarded it expired.
 //     Every compare-and-set carries a deadline (read start + CacheWriteWindow)
@@ -196,7 +202,9 @@ type Store struct {
 	log   *slog.Logger
 	opts  Options
 
-	readScript, casScript script
+	// scripts were loaded into the Redis process verified last (nil
+	// before the first verification): their SHAs name that process.
+	scripts atomic.Pointer[scriptSet]
 
 	gen        atomic.Pointer[generation]
 	clockBase  time.Time    // monotonic base of the nanosecond clocks below
@@ -242,8 +250,6 @@ func New(kv jetstream.KeyValue, cache *redis.Client, opts Options) (*Store, erro
 		opts:      opts,
 		clockBase: time.Now(),
 	}
-	s.readScript = newScript(readScriptSrc, opts.RedisKeyPrefix)
-	s.casScript = newScript(casScriptSrc, opts.RedisKeyPrefix)
 	s.redisLog.every = opts.RedisErrorLogInterval
 	s.genLog.every = opts.RedisErrorLogInterval
 	if cache == nil {
@@ -321,11 +327,12 @@ func (s *Store) Get(ctx context.Context, integrationID string) (Config, error) {
 		return Config{}, invalidID(integrationID)
 	}
 	g := s.cacheGeneration()
-	if g == nil {
+	sc := s.scripts.Load()
+	if g == nil || sc == nil {
 		s.stats.kvDirect.Add(1)
 		return s.getKV(ctx, integrationID, nil)
 	}
-	v, err := s.cache.EvalSha(ctx, s.readScript.sha, []string{g.keyPrefix + integrationID}).Text()
+	v, err := s.cache.EvalSha(ctx, sc.read.sha, []string{g.keyPrefix + integrationID}).Text()
 	switch {
 	case err == nil:
 		s.redisOK()
