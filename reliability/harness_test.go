@@ -322,11 +322,15 @@ type cluster struct {
 }
 
 // newCluster starts NATS and Redis for the test. env overrides the
-// dispatchers' environment.
+// dispatchers' environment; with a REDIS_URL in env no Redis is started.
 func newCluster(t *testing.T, env map[string]string) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
-	c.redis = startRedis(t)
+	redisURL := env["REDIS_URL"] // a test may bring its own Redis
+	if redisURL == "" {
+		c.redis = startRedis(t)
+		redisURL = c.redis.url
+	}
 	c.nats = startNATS(t)
 	nc, err := nats.Connect(c.nats.url(), nats.Name("reliability-publisher"),
 		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
@@ -334,7 +338,7 @@ func newCluster(t *testing.T, env map[string]string) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	c.init(c.nats.url(), c.redis.url, nc, env)
+	c.init(c.nats.url(), redisURL, nc, env)
 	return c
 }
 
