@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -191,35 +192,47 @@ func (o Options) Buckets() []jetstream.KeyValueConfig {
 func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 	var problems []error
 	for _, want := range o.Streams() {
-		s, err := js.CreateOrUpdateStream(ctx, want)
+		var info *jetstream.StreamInfo
+		err := retry(ctx, func(ctx context.Context) error {
+			s, err := js.CreateOrUpdateStream(ctx, want)
+			if err != nil {
+				return err
+			}
+			info, err = s.Info(ctx)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("provision stream %s: %w", want.Name, err)
 		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return fmt.Errorf("read back stream %s: %w", want.Name, err)
-		}
 		problems = append(problems, compareStream(want, info.Config)...)
 		if cc, ok := o.Consumers()[want.Name]; ok {
-			c, err := s.CreateOrUpdateConsumer(ctx, cc)
+			var ci *jetstream.ConsumerInfo
+			err := retry(ctx, func(ctx context.Context) error {
+				c, err := js.CreateOrUpdateConsumer(ctx, want.Name, cc)
+				if err != nil {
+					return err
+				}
+				ci, err = c.Info(ctx)
+				return err
+			})
 			if err != nil {
 				return fmt.Errorf("provision consumer %s on %s: %w", cc.Durable, want.Name, err)
-			}
-			ci, err := c.Info(ctx)
-			if err != nil {
-				return fmt.Errorf("read back consumer %s: %w", cc.Durable, err)
 			}
 			problems = append(problems, compareConsumer(cc, ci.Config)...)
 		}
 	}
 	for _, want := range o.Buckets() {
-		kv, err := provisionBucket(ctx, js, want, !o.LeaderReads())
+		var st jetstream.KeyValueStatus
+		err := retry(ctx, func(ctx context.Context) error {
+			kv, err := provisionBucket(ctx, js, want, !o.LeaderReads())
+			if err != nil {
+				return err
+			}
+			st, err = kv.Status(ctx)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("provision KV bucket %s: %w", want.Bucket, err)
-		}
-		st, err := kv.Status(ctx)
-		if err != nil {
-			return fmt.Errorf("read back KV bucket %s: %w", want.Bucket, err)
 		}
 		if st.TTL() != want.TTL || st.History() != int64(want.History) {
 			problems = append(problems, fmt.Errorf("KV bucket %s: server stored ttl=%s history=%d, asked ttl=%s history=%d",
@@ -234,6 +247,41 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 		return fmt.Errorf("the NATS server did not store the configuration asked for (is it older than %s?): %w", MinServerVersion, err)
 	}
 	return nil
+}
+
+// provisionCallTimeout bounds one step of provisioning (a create or update
+// and its read-back), which retry repeats until the caller's context ends.
+const provisionCallTimeout = 5 * time.Second
+
+// retry runs step, each time with provisionCallTimeout, until it succeeds,
+// fails for a reason other than a timeout or a JetStream that is
+// temporarily unavailable, or ctx ends. Every step is idempotent. A
+// JetStream API answer can be lost, or refused while a leader is being
+// elected: on a NATS cluster formed a moment before, the answer to the
+// first stream creation never came and the dispatcher gave up after its
+// whole provisioning timeout (seen in the reliability suite's cluster
+// tests under load); asking again gets the answer.
+func retry(ctx context.Context, step func(context.Context) error) error {
+	for {
+		stepCtx, cancel := context.WithTimeout(ctx, provisionCallTimeout)
+		err := step(stepCtx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !temporary(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// temporary reports whether a JetStream API call may succeed if made again.
+func temporary(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || (errors.As(err, &apiErr) && apiErr.Code == 503)
 }
 
 // LeaderReads reports whether KV reads go to each bucket's leader rather
