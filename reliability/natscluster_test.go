@@ -67,10 +67,12 @@ func startClusterRun(t *testing.T, env map[string]string, events int, interval t
 	return r
 }
 
+func (r *clusterRun) leaders() string { return r.c.leaders() }
+
 // leaders describes who leads what: the meta group, the streams and
 // their consumers, the buckets the dispatchers write on every attempt.
-func (r *clusterRun) leaders() string {
-	nc := r.c.natsCluster
+func (c *cluster) leaders() string {
+	nc := c.natsCluster
 	parts := []string{"meta " + nc.MetaLeader().Name}
 	for _, s := range []struct{ stream, consumer string }{
 		{natsinfra.EventsStream, natsinfra.EventsConsumer},
@@ -270,12 +272,13 @@ func TestClusterRollingRestart(t *testing.T) {
 // TestClusterRetriesLeaderKilled: the node leading BLAZELOCK_RETRIES,
 // which holds the scheduled attempts as NATS message schedules, is killed
 // while retries are scheduled, then restarted. Every event's endpoint
-// fails its first two attempts and the schedule allows three (2s, 2s), so
-// every event needs both scheduled attempts: each must fire (every event
-// ends succeeded after exactly three attempts, unless a duplicate counted
-// below made one of the first two succeed), none early (each attempt
-// starts no sooner than its predecessor's end plus the delay minus the 10 %
-// jitter), none beyond the schedule (no attempt number above 3).
+// fails its first two requests and the schedule allows three attempts
+// (2s, 2s), so every event needs both scheduled attempts: each must fire
+// (every event ends succeeded after exactly three attempts, unless one of
+// its attempts was made twice, counted below), none early (each attempt
+// starts no sooner than its predecessor's end plus the delay minus the
+// 10 % jitter), none beyond the schedule (no attempt number above 3).
+// Attempts made again and duplicate arrivals share the bound of one fault.
 func TestClusterRetriesLeaderKilled(t *testing.T) {
 	t.Parallel()
 	const delay = 2 * time.Second
@@ -292,8 +295,7 @@ func TestClusterRetriesLeaderKilled(t *testing.T) {
 		return len(ep.Deliveries()) >= 40
 	})
 	leader := c.natsCluster.StreamLeader(natsinfra.RetriesStream)
-	t.Logf("retries stream leader %s (consumer %s), meta %s", leader.Name,
-		c.natsCluster.ConsumerLeader(natsinfra.RetriesStream, natsinfra.RetriesConsumer).Name, c.natsCluster.MetaLeader().Name)
+	t.Logf("killing %s; leaders: %s", leader.Name, c.leaders())
 	killed := time.Now()
 	leader.Kill()
 	testinfra.WaitFor(t, 90*time.Second, "a retry scheduled before the kill to fire after it", func() bool {
@@ -313,17 +315,38 @@ func TestClusterRetriesLeaderKilled(t *testing.T) {
 	dups := checkArrivals(t, ep, sent)
 
 	byEvent := ep.arrivals()
-	var threeAttempts, firedAfterKill int
+	var threeAttempts, firedAfterKill, repeats int
 	var latest time.Duration
 	for _, ev := range sent {
+		// An attempt the endpoint saw twice was made again: its outcome or
+		// its acknowledgement was lost with the killed node, and the
+		// redelivered message did not find it in the delivery log. That
+		// repeats a failed attempt instead of a successful one (counted as a
+		// duplicate), and the endpoint, which fails the first two requests
+		// of an event, then accepts the event one attempt earlier.
+		seen := map[int]int{}
+		var trail []string
 		for _, arr := range byEvent[ev.ID] {
 			if arr.Attempt > 3 {
 				t.Errorf("event %s: attempt %d arrived, beyond the schedule's 3", ev.ID, arr.Attempt)
 			}
+			seen[arr.Attempt]++
+			trail = append(trail, fmt.Sprintf("%d:%s@%s", arr.Attempt, arr.Outcome, arr.ArrivedAt.Sub(killed).Round(time.Millisecond)))
+		}
+		repeated := 0
+		for _, n := range seen {
+			repeated += n - 1
 		}
 		d := b.deliveryWithAttempts(got[ev.ID].ID)
-		if len(d.Attempts) == 3 {
+		switch {
+		case len(d.Attempts) == 3:
 			threeAttempts++
+		case repeated == 0:
+			t.Errorf("event %s: %d attempts recorded, want 3 (the endpoint saw %s, times from the kill)", ev.ID, len(d.Attempts), strings.Join(trail, " "))
+		}
+		if repeated > 0 {
+			repeats += repeated
+			t.Logf("event %s: an attempt was made again after the kill; the endpoint saw %s (times from the kill), the log records %d attempts", ev.ID, strings.Join(trail, " "), len(d.Attempts))
 		}
 		for i := 1; i < len(d.Attempts); i++ {
 			prev, cur := d.Attempts[i-1], d.Attempts[i]
@@ -351,13 +374,10 @@ func TestClusterRetriesLeaderKilled(t *testing.T) {
 	if firedAfterKill == 0 {
 		t.Errorf("no attempt scheduled before the kill fired after it: the test proves nothing")
 	}
-	if threeAttempts < len(sent)-dups {
-		t.Errorf("%d of %d events needed three attempts, want all but the %d affected by duplicates", threeAttempts, len(sent), dups)
-	}
-	t.Logf("%d events, %d with three attempts; %d attempts scheduled before the kill fired after it; the latest attempt came %s after its nominal time; %d duplicate arrivals (bound %d)",
-		len(sent), threeAttempts, firedAfterKill, latest.Round(time.Millisecond), dups, clusterFaultDuplicateBound)
-	if dups > clusterFaultDuplicateBound {
-		t.Errorf("%d duplicates, want at most %d", dups, clusterFaultDuplicateBound)
+	t.Logf("%d events, %d with three attempts; %d attempts scheduled before the kill fired after it; the latest attempt came %s after its nominal time; %d attempts made again and %d duplicate arrivals (bound %d together)",
+		len(sent), threeAttempts, firedAfterKill, latest.Round(time.Millisecond), repeats, dups, clusterFaultDuplicateBound)
+	if dups+repeats > clusterFaultDuplicateBound {
+		t.Errorf("%d attempts made again and %d duplicates, want at most %d together", repeats, dups, clusterFaultDuplicateBound)
 	}
 }
 
