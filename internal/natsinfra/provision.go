@@ -254,8 +254,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 const provisionCallTimeout = 5 * time.Second
 
 // retry runs step, each time with provisionCallTimeout, until it succeeds,
-// fails for a reason other than a timeout or a JetStream that is
-// temporarily unavailable, or ctx ends. Every step is idempotent. A
+// fails for a reason that is not temporary (see temporary), or ctx ends. Every step is idempotent. A
 // JetStream API answer can be lost, or refused while a leader is being
 // elected: on a NATS cluster formed a moment before, the answer to the
 // first stream creation never came and the dispatcher gave up after its
@@ -277,11 +276,21 @@ func retry(ctx context.Context, step func(context.Context) error) error {
 	}
 }
 
-// temporary reports whether a JetStream API call may succeed if made again.
+// errNoSuitablePeers is JetStream's "no suitable peers for placement":
+// fewer cluster nodes are online than the replicas asked for.
+const errNoSuitablePeers jetstream.ErrorCode = 10005
+
+// temporary reports whether a JetStream API call may succeed if made
+// again: a timeout, no responder, JetStream temporarily unavailable (503,
+// an election), or too few nodes online for the replicas, which a cluster
+// that has just formed or is restarting a node reports for a moment (seen
+// at the start of the reliability suite's cluster tests). A cluster that
+// really lacks the nodes keeps answering it, and provisioning then fails
+// with it when its deadline passes.
 func temporary(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || (errors.As(err, &apiErr) && apiErr.Code == 503)
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		(errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == errNoSuitablePeers))
 }
 
 // LeaderReads reports whether KV reads go to each bucket's leader rather

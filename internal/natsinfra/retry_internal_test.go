@@ -27,11 +27,13 @@ func TestRetry(t *testing.T) {
 			return nats.ErrNoResponders
 		case 3:
 			return &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}
+		case 4:
+			return &jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement, peer offline"}
 		}
 		return nil
 	})
-	if err != nil || calls != 4 {
-		t.Fatalf("retry = %v after %d calls, want success after 4", err, calls)
+	if err != nil || calls != 5 {
+		t.Fatalf("retry = %v after %d calls, want success after 5", err, calls)
 	}
 
 	calls = 0
