@@ -707,6 +707,7 @@ func (c *cluster) publish(integration, event string) sentEvent {
 type load struct {
 	done   chan struct{}
 	stop   context.CancelFunc
+	halted atomic.Bool
 	mu     sync.Mutex
 	events []sentEvent
 	err    error
@@ -722,6 +723,9 @@ func (c *cluster) startLoad(integrations []string, n int, interval time.Duration
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		for i := range n {
+			if l.halted.Load() {
+				return
+			}
 			ev, err := c.tryPublish(ctx, integrations[i%len(integrations)], schemas.EventNames[(i/len(integrations))%3])
 			l.mu.Lock()
 			if err != nil {
@@ -740,6 +744,10 @@ func (c *cluster) startLoad(integrations []string, n int, interval time.Duration
 	c.t.Cleanup(func() { cancel(); <-l.done })
 	return l
 }
+
+// halt ends the load after the event being published, without error: for
+// tests whose load must last as long as a procedure of unknown length.
+func (l *load) halt() { l.halted.Store(true) }
 
 func (l *load) count() int {
 	l.mu.Lock()

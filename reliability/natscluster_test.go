@@ -51,10 +51,13 @@ type clusterRun struct {
 type fault struct {
 	name string
 	at   time.Time
+	// published is how many events the load had published by then.
+	published int
 }
 
 // startClusterRun starts the cluster, Redis, two dispatchers and the
-// load: events events, one every interval, over three integrations.
+// load: up to events events, one every interval, over three integrations
+// (finish ends it once 40 were published after the last fault).
 func startClusterRun(t *testing.T, env map[string]string, events int, interval time.Duration) *clusterRun {
 	t.Helper()
 	c := newClusterOnNATSCluster(t, env)
@@ -90,7 +93,7 @@ func (c *cluster) leaders() string {
 // struck records a fault that happens now.
 func (r *clusterRun) struck(name string) time.Time {
 	at := time.Now()
-	r.faults = append(r.faults, fault{name: name, at: at})
+	r.faults = append(r.faults, fault{name: name, at: at, published: r.load.count()})
 	return at
 }
 
@@ -110,12 +113,23 @@ func (r *clusterRun) waitResumed(at time.Time) {
 	})
 }
 
-// finish waits for the load, checks every event's outcome and arrivals,
-// bounds the duplicates at clusterFaultDuplicateBound per fault, and logs
-// the resumption after each fault.
+// finish lets the load publish 40 more events after the last fault and
+// ends it, checks every event's outcome and arrivals, bounds the
+// duplicates at clusterFaultDuplicateBound per fault, and logs the
+// resumption after each fault.
 func (r *clusterRun) finish() (duplicates int) {
 	t := r.t
 	t.Helper()
+	goal := r.faults[len(r.faults)-1].published + 40
+	testinfra.WaitFor(t, 2*time.Minute, "40 events published after the last fault", func() bool {
+		select {
+		case <-r.load.done:
+			return true // reported below
+		default:
+			return r.load.count() >= goal
+		}
+	})
+	r.load.halt()
 	sent := r.load.wait(t)
 	last := r.faults[len(r.faults)-1].at
 	after := 0
@@ -211,7 +225,7 @@ func longestPause(at, until time.Time, eps ...*endpoint) time.Duration {
 // another. The restarted node catches up from its own store.
 func TestClusterEventsLeaderKilled(t *testing.T) {
 	t.Parallel()
-	r := startClusterRun(t, nil, scaled(400, 1500), 25*time.Millisecond)
+	r := startClusterRun(t, nil, 5000, 25*time.Millisecond)
 	for i := range scaled(1, 3) {
 		r.waitAccepted(80, "80 more events delivered before the kill")
 		leader := r.c.natsCluster.StreamLeader(natsinfra.EventsStream)
@@ -232,7 +246,7 @@ func TestClusterEventsLeaderKilled(t *testing.T) {
 // a stream or consumer (logged).
 func TestClusterMetaLeaderKilled(t *testing.T) {
 	t.Parallel()
-	r := startClusterRun(t, nil, scaled(400, 1500), 25*time.Millisecond)
+	r := startClusterRun(t, nil, 5000, 25*time.Millisecond)
 	r.waitAccepted(80, "80 events delivered before the kill")
 	meta := r.c.natsCluster.MetaLeader()
 	at := r.struck("kill of the meta leader (" + meta.Name + ")")
@@ -251,7 +265,7 @@ func TestClusterMetaLeaderKilled(t *testing.T) {
 // waited for until /healthz says it has caught up, before the next.
 func TestClusterRollingRestart(t *testing.T) {
 	t.Parallel()
-	r := startClusterRun(t, nil, scaled(500, 1500), 25*time.Millisecond)
+	r := startClusterRun(t, nil, 5000, 25*time.Millisecond)
 	nc := r.c.natsCluster
 	meta := nc.MetaLeader()
 	order := slices.DeleteFunc(slices.Clone(nc.Nodes), func(n *testinfra.NATSNode) bool { return n == meta })
@@ -397,7 +411,9 @@ func TestClusterRetriesLeaderKilled(t *testing.T) {
 // off: at most the attempts a had in flight when the link was cut plus
 // those it started before every attempt slot was held by a record it
 // could not write, 2 × concurrency, within the bound. After healing, a
-// catches up and every event ends succeeded.
+// catches up and every event ends succeeded. The heal counts as a second
+// fault (with its own bound): the node that was cut off comes back with
+// higher Raft terms and forces new elections of the leaders it had.
 //
 // Two findings of this test are in the code: replicated buckets are read
 // from their leader (natsinfra.Options.LeaderReads: direct gets kept
@@ -436,7 +452,7 @@ func TestClusterNodePartitioned(t *testing.T) {
 	c.usePublisher(nc.Connect(majority...))
 	r.eps = c.mixedEndpoints(r.a, r.b, 50*time.Millisecond)
 	t.Logf("leaders before the partition: %s; a connected to %s", r.leaders(), cut.Name)
-	r.load = c.startLoad(r.eps.ids, scaled(500, 1500), 25*time.Millisecond)
+	r.load = c.startLoad(r.eps.ids, 5000, 25*time.Millisecond)
 
 	r.waitAccepted(80, "80 events delivered before the partition")
 	at := r.struck("partition of " + cut.Name)
@@ -444,8 +460,8 @@ func TestClusterNodePartitioned(t *testing.T) {
 	cut.Partition()
 	r.waitResumed(at)
 	time.Sleep(time.Until(at.Add(scaled(20*time.Second, 45*time.Second))))
+	healed := r.struck("heal of " + cut.Name + " (its higher Raft terms force new elections)")
 	cut.Heal()
-	healed := time.Now()
 	fmt.Fprintf(r.a.log, "--- test: healed %s at %s\n", cut.Name, healed.Format(time.RFC3339Nano))
 	nc.WaitHealthy(90 * time.Second)
 	t.Logf("healed after %s; cluster healthy %s later; leaders: %s", healed.Sub(at).Round(time.Millisecond),
