@@ -144,9 +144,12 @@ func (r *clusterRun) finish() (duplicates int) {
 	want, by := expectAll(sent, succeeded)
 	r.c.awaitOutcomes(r.b, want, by, 2*time.Minute)
 	dups := r.eps.checkArrivals(t, sent)
+	lastPublished := sent[len(sent)-1].Published
 	for i, f := range r.faults {
-		until := f.at.Add(time.Minute)
-		if i+1 < len(r.faults) {
+		// Pauses count until the next fault, or until the load ended (after
+		// it, only retries of the flaky endpoint arrive, seconds apart).
+		until := lastPublished
+		if i+1 < len(r.faults) && r.faults[i+1].at.Before(until) {
 			until = r.faults[i+1].at
 		}
 		first, _ := firstDeliveryAfter(f.at, sent, r.eps.healthy, r.eps.flaky)
