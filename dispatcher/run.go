@@ -477,26 +477,14 @@ func connectRedis(ctx context.Context, cfg config.Config, logger *slog.Logger) (
 		if err != nil {
 			return nil, fmt.Errorf("REDIS_URL: %w", err)
 		}
-		opts.ClientName = "blazelock-dispatcher"
-		opts.ContextTimeoutEnabled = true
-		opts.DialTimeout = 2 * time.Second
-		opts.ReadTimeout = time.Second
-		opts.WriteTimeout = time.Second
-		opts.MaxRetries = 1
+		tuneRedis(&opts.ClientName, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries)
 		rdb = redis.NewFailoverClient(opts)
 	} else {
 		opts, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
 			return nil, fmt.Errorf("REDIS_URL: %w", err)
 		}
-		opts.ClientName = "blazelock-dispatcher"
-		// Without this, go-redis applies ctx deadlines only to waiting for a
-		// pooled connection, not to socket I/O: a hung Redis would stall attempts.
-		opts.ContextTimeoutEnabled = true
-		opts.DialTimeout = 2 * time.Second
-		opts.ReadTimeout = time.Second
-		opts.WriteTimeout = time.Second
-		opts.MaxRetries = 1
+		tuneRedis(&opts.ClientName, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries)
 		rdb = redis.NewClient(opts)
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -505,6 +493,18 @@ func connectRedis(ctx context.Context, cfg config.Config, logger *slog.Logger) (
 		logger.Warn("Redis unreachable at start: reading webhook configs from JetStream KV until it answers", "redis", redactURL(cfg.RedisURL), "err", err)
 	}
 	return rdb, nil
+}
+
+// tuneRedis sets what every dispatcher's Redis client needs, whichever
+// form REDIS_URL has (go-redis's plain and failover options have these
+// fields each).
+func tuneRedis(clientName *string, contextTimeout *bool, dial, read, write *time.Duration, maxRetries *int) {
+	*clientName = "blazelock-dispatcher"
+	// Without this, go-redis applies ctx deadlines only to waiting for a
+	// pooled connection, not to socket I/O: a hung Redis would stall attempts.
+	*contextTimeout = true
+	*dial, *read, *write = 2*time.Second, time.Second, time.Second
+	*maxRetries = 1
 }
 
 func writeStatus(w http.ResponseWriter, code int, status string) {
