@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Config is everything the dispatcher program needs. It is passed down
@@ -145,7 +147,7 @@ func variables(d Config) []Variable {
 	p := d.Pipeline
 	return []Variable{
 		{"NATS_URL", "unset: start an embedded nats-server", "external NATS server (JetStream, nats-server ≥ 2.12)"},
-		{"REDIS_URL", "unset: no Redis, configs read from JetStream KV (a warning is logged)", "Redis cache of webhook configs, e.g. redis://127.0.0.1:6379/0"},
+		{"REDIS_URL", "unset: no Redis, configs read from JetStream KV (a warning is logged)", "Redis cache of webhook configs, e.g. redis://127.0.0.1:6379/0; behind Redis Sentinel, one sentinel's address, the others as addr= and the monitored master's name: redis://sentinel-1:26379/0?master_name=blazelock&addr=sentinel-2:26379&addr=sentinel-3:26379 (docs/operations.md, Running in production)"},
 		{"DISPATCHER_REDIS_PREFIX", d.RedisKeyPrefix, "prefix of every Redis key, to share one Redis safely"},
 		{"DISPATCHER_HTTP_ADDR", d.HTTPAddr, "management API, Webhook section pages (/portal/), /healthz, /readyz and /metrics listener"},
 		{"DISPATCHER_ADMIN_TOKEN", "required with NATS_URL; generated into the data dir by the embedded default", "bearer token of the management API (at least 32 characters)"},
@@ -162,7 +164,7 @@ func variables(d Config) []Variable {
 		{"DISPATCHER_SHUTDOWN_TIMEOUT", formatDuration(p.ShutdownTimeout), "how long SIGTERM waits for in-flight attempts before handing them back to JetStream"},
 		{"DISPATCHER_EVENT_RETENTION", formatDuration(d.EventRetention), "how long events and the delivery log are kept"},
 		{"DISPATCHER_DUPLICATE_WINDOW", formatDuration(d.DuplicateWindow), "JetStream de-duplication window for Nats-Msg-Id"},
-		{"DISPATCHER_NATS_REPLICAS", strconv.Itoa(d.NATSReplicas), "replicas of streams and buckets (3 on a NATS cluster)"},
+		{"DISPATCHER_NATS_REPLICAS", strconv.Itoa(d.NATSReplicas), "replicas of streams and buckets (3 on a NATS cluster, where buckets are then read from their leader)"},
 		{"DISPATCHER_NATS_STORAGE", storageName(d.NATSMemoryStorage), "file or memory storage for streams and buckets"},
 		{"DISPATCHER_LOG_FORMAT", d.LogFormat, "text or json"},
 		{"DISPATCHER_LOG_LEVEL", d.LogLevel, "debug, info, warn or error"},
@@ -341,8 +343,8 @@ func (c Config) Validate() error {
 		add("DISPATCHER_ADMIN_TOKEN is %d characters; use at least 32", len(c.AdminToken))
 	}
 	if c.RedisURL != "" {
-		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-			add("REDIS_URL must look like redis://host:6379/0 (or rediss://, unix://)")
+		if err := checkRedisURL(c.RedisURL); err != nil {
+			problems = append(problems, err)
 		}
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
@@ -416,6 +418,44 @@ func (c Config) Validate() error {
 	}
 	if err := errors.Join(problems...); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return nil
+}
+
+// RedisSentinel reports whether a REDIS_URL names Redis Sentinel rather
+// than one Redis: go-redis's failover URL (redis.ParseFailoverURL), a
+// redis:// or rediss:// URL of a sentinel whose query names the monitored
+// master (master_name) and any other sentinels (addr=host:port, repeated).
+// A plain Redis URL cannot carry master_name (redis.ParseURL refuses
+// unknown options), so the two forms never overlap.
+func RedisSentinel(redisURL string) bool {
+	u, err := url.Parse(redisURL)
+	return err == nil && (u.Scheme == "redis" || u.Scheme == "rediss") && u.Query().Has("master_name")
+}
+
+// checkRedisURL parses REDIS_URL the way the dispatcher will. Its errors
+// never quote the URL, which may hold a password.
+func checkRedisURL(redisURL string) error {
+	const form = "REDIS_URL must look like redis://host:6379/0 (or rediss://, unix://), or, for Sentinel, redis://sentinel:26379/0?master_name=NAME&addr=sentinel-2:26379"
+	u, err := url.Parse(redisURL)
+	if err != nil {
+		return errors.New(form)
+	}
+	if RedisSentinel(redisURL) {
+		o, err := redis.ParseFailoverURL(redisURL)
+		switch {
+		case err != nil:
+			return fmt.Errorf("REDIS_URL (Sentinel): %v", err)
+		case o.MasterName == "":
+			return errors.New("REDIS_URL (Sentinel): master_name is empty")
+		}
+		return nil
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
+		return errors.New(form)
+	}
+	if _, err := redis.ParseURL(redisURL); err != nil {
+		return fmt.Errorf("REDIS_URL: %v", err)
 	}
 	return nil
 }

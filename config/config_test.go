@@ -201,3 +201,43 @@ func TestExplicitNATSListen(t *testing.T) {
 		t.Fatalf("explicit listen not recorded: %+v", c)
 	}
 }
+
+// REDIS_URL takes one Redis or, with master_name, go-redis's Sentinel
+// form; each is parsed as the dispatcher will, and an error never quotes
+// the URL (it may hold a password).
+func TestRedisURL(t *testing.T) {
+	for _, tc := range []struct {
+		url      string
+		sentinel bool
+		wantErr  string
+	}{
+		{"redis://127.0.0.1:6379/0", false, ""},
+		{"rediss://user:pw@cache.internal:6380/2", false, ""},
+		{"unix:///run/redis.sock", false, ""},
+		{"redis://s1:26379/0?master_name=blazelock&addr=s2:26379&addr=s3:26379", true, ""},
+		{"rediss://sentinel-user:pw@s1:26379/0?master_name=blazelock&password=pw2", true, ""},
+		{"http://x", false, "REDIS_URL must look like"},
+		{"redis://127.0.0.1:6379/zero", false, "invalid database number"},
+		{"redis://127.0.0.1:6379/0?pool=9", false, "unexpected option"},
+		{"redis://s1:26379/0?master_name=", true, "master_name is empty"},
+		{"redis://s1:26379/0?master_name=m&addr=nope", true, "unable to parse addr"},
+		{"redis://s1:26379/0?master_name=m&typo=1", true, "unexpected option"},
+		{"redis://u:hunter2@s1:26379/0/1?master_name=m", true, "invalid URL path"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			if got := config.RedisSentinel(tc.url); got != tc.sentinel {
+				t.Errorf("RedisSentinel = %v, want %v", got, tc.sentinel)
+			}
+			c := config.Load(env(map[string]string{"REDIS_URL": tc.url}))
+			err := c.Validate()
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("error %v, want one mentioning %q", err, tc.wantErr)
+			case err != nil && (strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), tc.url)):
+				t.Fatalf("error quotes the URL: %v", err)
+			}
+		})
+	}
+}

@@ -927,6 +927,86 @@ func TestNATSService(t *testing.T) {
 	}
 }
 
+// TestNATSClusterProfile checks the cluster profile's nodes as nats-server
+// reads their command lines: one cluster of three JetStream nodes with
+// distinct names, each routing to all three, each storing on a volume of
+// its own; and that the dispatchers accept the NATS_URL and replicas the
+// file's comment tells operators to set for it.
+func TestNATSClusterProfile(t *testing.T) {
+	c := loadCompose(t)
+	nodes := []string{"nats-1", "nats-2", "nats-3"}
+	var clientURLs []string
+	names, volumes := map[string]bool{}, map[string]bool{}
+	for _, name := range nodes {
+		s, ok := c.Services[name]
+		if !ok {
+			t.Fatalf("service %s missing: the cluster profile has three nodes", name)
+		}
+		if !slices.Equal(s.Profiles, []string{"cluster"}) {
+			t.Errorf("service %s: profiles %v, want [cluster] (the default stack runs one NATS)", name, s.Profiles)
+		}
+		if s.Image != c.Services["nats"].Image {
+			t.Errorf("service %s: image %s, want the nats service's %s", name, s.Image, c.Services["nats"].Image)
+		}
+		opts := natsOptions(t, s)
+		if !opts.JetStream || opts.StoreDir == "" {
+			t.Errorf("service %s: JetStream with a store directory (-js -sd) needed", name)
+		}
+		if opts.Cluster.Name != "blazelock" || opts.Cluster.Port == 0 {
+			t.Errorf("service %s: cluster name %q port %d, want blazelock and a route port", name, opts.Cluster.Name, opts.Cluster.Port)
+		}
+		if names[opts.ServerName] || opts.ServerName == "" {
+			t.Errorf("service %s: server name %q empty or taken", name, opts.ServerName)
+		}
+		names[opts.ServerName] = true
+		var routes []string
+		for _, r := range opts.Routes {
+			routes = append(routes, r.Host)
+		}
+		for _, n := range nodes {
+			if want := net.JoinHostPort(n, strconv.Itoa(opts.Cluster.Port)); !slices.Contains(routes, want) {
+				t.Errorf("service %s: routes %v lack %s", name, routes, want)
+			}
+		}
+		for _, v := range s.Volumes {
+			source, dest, _ := strings.Cut(v, ":")
+			if _, named := c.Volumes[source]; dest == opts.StoreDir && named {
+				if volumes[source] {
+					t.Errorf("service %s: volume %s is another node's", name, source)
+				}
+				volumes[source] = true
+			}
+		}
+		port := opts.Port
+		if port == 0 {
+			port = server.DEFAULT_PORT
+		}
+		clientURLs = append(clientURLs, fmt.Sprintf("nats://%s:%d", name, port))
+	}
+	if len(volumes) != len(nodes) {
+		t.Errorf("the cluster nodes store on %d named volumes, want one each", len(volumes))
+	}
+	b, err := os.ReadFile(composePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsURL := strings.Join(clientURLs, ",")
+	if !strings.Contains(string(b), "NATS_URL="+natsURL) || !strings.Contains(string(b), "DISPATCHER_NATS_REPLICAS=3") {
+		t.Errorf("%s: the comment should tell operators NATS_URL=%s and DISPATCHER_NATS_REPLICAS=3", composePath, natsURL)
+	}
+	for _, name := range servicesBuiltFrom(c, "dispatcher") {
+		s := c.Services[name]
+		if s.Environment["NATS_URL"] != "${NATS_URL:-nats://nats:4222}" || s.Environment["DISPATCHER_NATS_REPLICAS"] != "${DISPATCHER_NATS_REPLICAS:-1}" {
+			t.Errorf("service %s: NATS_URL and DISPATCHER_NATS_REPLICAS must be overridable from the shell, for the cluster profile", name)
+		}
+		env := expandedEnv(t, name, s)
+		env["NATS_URL"], env["DISPATCHER_NATS_REPLICAS"] = natsURL, "3"
+		if err := config.Load(mapGetenv(env)).Validate(); err != nil {
+			t.Errorf("service %s on the cluster: the dispatcher would refuse to start: %v", name, err)
+		}
+	}
+}
+
 func versionAtLeast(v, minimum string) bool {
 	parse := func(s string) (out [3]int, ok bool) {
 		parts := strings.Split(strings.TrimPrefix(s, "v"), ".")

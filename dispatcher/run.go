@@ -473,31 +473,49 @@ func connectNATS(ctx context.Context, cfg config.Config, logger *slog.Logger) (*
 	return nc, js, func() { closeAll(nc) }, nil
 }
 
-// connectRedis opens the cache client. Redis is optional at run time (reads
-// fall back to KV), so an unreachable Redis at start is a warning, not an error.
+// connectRedis opens the cache client: one Redis, or the primary that Redis
+// Sentinel names (REDIS_URL in go-redis's failover form, see
+// config.RedisSentinel), followed through failovers by go-redis. Redis is
+// optional at run time (reads fall back to KV), so an unreachable Redis
+// at start is a warning, not an error.
 func connectRedis(ctx context.Context, cfg config.Config, logger *slog.Logger) (*redis.Client, error) {
 	if cfg.RedisURL == "" {
 		return nil, nil // the webhook store warns that it reads KV only
 	}
-	opts, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	var rdb *redis.Client
+	if config.RedisSentinel(cfg.RedisURL) {
+		opts, err := redis.ParseFailoverURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		tuneRedis(&opts.ClientName, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries)
+		rdb = redis.NewFailoverClient(opts)
+	} else {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		tuneRedis(&opts.ClientName, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries)
+		rdb = redis.NewClient(opts)
 	}
-	opts.ClientName = "blazelock-dispatcher"
-	// Without this, go-redis applies ctx deadlines only to waiting for a
-	// pooled connection, not to socket I/O: a hung Redis would stall attempts.
-	opts.ContextTimeoutEnabled = true
-	opts.DialTimeout = 2 * time.Second
-	opts.ReadTimeout = time.Second
-	opts.WriteTimeout = time.Second
-	opts.MaxRetries = 1
-	rdb := redis.NewClient(opts)
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pingCtx).Err(); err != nil {
 		logger.Warn("Redis unreachable at start: reading webhook configs from JetStream KV until it answers", "redis", redactURL(cfg.RedisURL), "err", err)
 	}
 	return rdb, nil
+}
+
+// tuneRedis sets what every dispatcher's Redis client needs, whichever
+// form REDIS_URL has (go-redis's plain and failover options have these
+// fields each).
+func tuneRedis(clientName *string, contextTimeout *bool, dial, read, write *time.Duration, maxRetries *int) {
+	*clientName = "blazelock-dispatcher"
+	// Without this, go-redis applies ctx deadlines only to waiting for a
+	// pooled connection, not to socket I/O: a hung Redis would stall attempts.
+	*contextTimeout = true
+	*dial, *read, *write = 2*time.Second, time.Second, time.Second
+	*maxRetries = 1
 }
 
 func writeStatus(w http.ResponseWriter, code int, status string) {

@@ -306,28 +306,67 @@ func (e *endpoint) arrivals() map[string][]receiver.Arrival {
 
 // cluster is one test's world: NATS, Redis, a publisher and dispatchers.
 type cluster struct {
-	t          *testing.T
-	nats       *natsServer
-	redis      *redisServer
-	adminToken string
-	secretKey  string
-	env        map[string]string
-	js         jetstream.JetStream
-	pub        *publisher.Publisher
-	mu         sync.Mutex
-	procs      []*dispatcher
+	t *testing.T
+	// nats is the single server of most tests; natsCluster, the
+	// three-node cluster of the cluster fault tests. One of them is nil.
+	nats        *natsServer
+	natsCluster *testinfra.NATSCluster
+	redis       *redisServer
+	adminToken  string
+	secretKey   string
+	env         map[string]string
+	js          jetstream.JetStream
+	pub         *publisher.Publisher
+	mu          sync.Mutex
+	procs       []*dispatcher
 }
 
 // newCluster starts NATS and Redis for the test. env overrides the
-// dispatchers' environment.
+// dispatchers' environment; with a REDIS_URL in env no Redis is started.
 func newCluster(t *testing.T, env map[string]string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, adminToken: randomText(32), secretKey: base64.StdEncoding.EncodeToString(randomBytes(32))}
-	c.redis = startRedis(t)
+	c := &cluster{t: t}
+	redisURL := env["REDIS_URL"] // a test may bring its own Redis
+	if redisURL == "" {
+		c.redis = startRedis(t)
+		redisURL = c.redis.url
+	}
 	c.nats = startNATS(t)
+	nc, err := nats.Connect(c.nats.url(), nats.Name("reliability-publisher"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	c.init(c.nats.url(), redisURL, nc, env)
+	return c
+}
+
+// newClusterOnNATSCluster is newCluster with a three-node NATS cluster
+// (testinfra.StartNATSCluster) instead of one server: every stream and
+// bucket has three replicas, the dispatchers get every node's URL, and
+// the publisher connects to every node.
+func newClusterOnNATSCluster(t *testing.T, env map[string]string) *cluster {
+	t.Helper()
+	c := &cluster{t: t}
+	c.redis = startRedis(t)
+	c.natsCluster = testinfra.StartNATSCluster(t)
+	all := map[string]string{"DISPATCHER_NATS_REPLICAS": "3"}
+	for k, v := range env {
+		all[k] = v
+	}
+	c.init(c.natsCluster.URLs(), c.redis.url, c.natsCluster.Connect(), all)
+	return c
+}
+
+// init sets the dispatchers' environment and the publisher.
+func (c *cluster) init(natsURL, redisURL string, nc *nats.Conn, env map[string]string) {
+	t := c.t
+	t.Helper()
+	c.adminToken, c.secretKey = randomText(32), base64.StdEncoding.EncodeToString(randomBytes(32))
 	c.env = map[string]string{
-		"NATS_URL":                         c.nats.url(),
-		"REDIS_URL":                        c.redis.url,
+		"NATS_URL":                         natsURL,
+		"REDIS_URL":                        redisURL,
 		"DISPATCHER_ADMIN_TOKEN":           c.adminToken,
 		"DISPATCHER_SECRET_KEY":            c.secretKey,
 		"DISPATCHER_ALLOW_PRIVATE_TARGETS": "true",
@@ -340,19 +379,20 @@ func newCluster(t *testing.T, env map[string]string) *cluster {
 	for k, v := range env {
 		c.env[k] = v
 	}
-	nc, err := nats.Connect(c.nats.url(), nats.Name("reliability-publisher"),
-		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	if c.js, err = jetstream.New(nc); err != nil {
-		t.Fatal(err)
-	}
-	c.pub = publisher.New(c.js)
+	c.usePublisher(nc)
 	// Registered first, so it runs after every dispatcher has exited.
 	t.Cleanup(c.report)
-	return c
+}
+
+// usePublisher makes the test publish through nc.
+func (c *cluster) usePublisher(nc *nats.Conn) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.js, c.pub = js, publisher.New(js)
+	c.mu.Unlock()
 }
 
 // report shows the dispatchers' logs when the test failed (and writes
@@ -635,8 +675,11 @@ func (c *cluster) tryPublish(ctx context.Context, integration, event string) (se
 		OccurredAt: at, Data: publisher.SampleScan(event, at),
 	}
 	for {
+		c.mu.Lock()
+		pub := c.pub
+		c.mu.Unlock()
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := c.pub.Publish(pctx, ev)
+		_, err := pub.Publish(pctx, ev)
 		cancel()
 		if err == nil {
 			return sentEvent{ID: ev.ID, Integration: integration, Event: event, Published: time.Now()}, nil
@@ -664,6 +707,7 @@ func (c *cluster) publish(integration, event string) sentEvent {
 type load struct {
 	done   chan struct{}
 	stop   context.CancelFunc
+	halted atomic.Bool
 	mu     sync.Mutex
 	events []sentEvent
 	err    error
@@ -679,6 +723,9 @@ func (c *cluster) startLoad(integrations []string, n int, interval time.Duration
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		for i := range n {
+			if l.halted.Load() {
+				return
+			}
 			ev, err := c.tryPublish(ctx, integrations[i%len(integrations)], schemas.EventNames[(i/len(integrations))%3])
 			l.mu.Lock()
 			if err != nil {
@@ -697,6 +744,10 @@ func (c *cluster) startLoad(integrations []string, n int, interval time.Duration
 	c.t.Cleanup(func() { cancel(); <-l.done })
 	return l
 }
+
+// halt ends the load after the event being published, without error: for
+// tests whose load must last as long as a procedure of unknown length.
+func (l *load) halt() { l.halted.Store(true) }
 
 func (l *load) count() int {
 	l.mu.Lock()

@@ -55,6 +55,24 @@ func (t *Terminate) Error() string { return "terminate: " + t.Reason }
 // DefaultRetryDelay is used for unexpected handler errors.
 const DefaultRetryDelay = 5 * time.Second
 
+// Pull requests: a pull waits at the consumer's leader for at most
+// pullExpiry, which sends a heartbeat every pullHeartbeat while it waits.
+// A pull can be lost without an answer: its consumer's leader died or was
+// cut off, or the pull reached a consumer between two leaders (a new
+// leader does not know the pulls its predecessor held). The client only
+// notices by the missing heartbeats, after 2 × pullHeartbeat, and then
+// pulls again; until then this process receives nothing on that lane.
+// nats.go's defaults (30 s expiry, 15 s heartbeat) made that a 30 s stall
+// after a NATS cluster failover (reliability: TestClusterNodePartitioned),
+// and on a single busy server too (the bench's max1: 28-29 s with every
+// process idle, in 3 of 8 runs; the server no longer held the pull, the
+// symptom of nats-io/nats.go#1622). These bound it to about 2 s, for a
+// heartbeat every second per waiting pull.
+const (
+	pullExpiry    = 5 * time.Second
+	pullHeartbeat = time.Second
+)
+
 // Options configure a Runner.
 type Options struct {
 	// Scheduler runs the attempts; it is shared by both lanes.
@@ -99,11 +117,6 @@ func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options
 		})
 	},
 		jetstream.PullMaxMessages(o.PullBatch),
-		// Short pulls with frequent heartbeats: a pull the server has
-		// dropped while the client still counts on it (seen under load:
-		// deliveries stopped for about 30 s, the default expiry, until
-		// nats.go reported a missing heartbeat and pulled again) costs
-		// at most 2*pullHeartbeat instead.
 		jetstream.PullExpiry(pullExpiry),
 		jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -124,12 +137,6 @@ func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options
 	parking.wg.Wait()
 	return nil
 }
-
-// Pull timing: see Run.
-const (
-	pullExpiry    = 5 * time.Second
-	pullHeartbeat = time.Second
-)
 
 // maxParking bounds the parkings in flight per lane. Parking is a publish
 // awaited from the server; run one after another on the pull's callback,

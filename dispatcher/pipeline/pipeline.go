@@ -107,10 +107,20 @@ const (
 // outcome is retried into them for up to the StoreRetryBudget, with waits
 // from firstStoreWait doubling to maxStoreWait, instead of being dropped
 // (a delivered event with no record) or handed back (sent again).
+//
+// Each write has storeWriteTimeout: a write to a stream whose leader has
+// just died gets no answer, and nats.go would wait its default 10 s,
+// during which the message is not kept in progress and can outlive its
+// AckWait (9 s in the reliability suite): JetStream then hands it to
+// another dispatcher, which makes the attempt again (seen in
+// TestClusterRetriesLeaderKilled). Bounded, a write and a wait together
+// last at most 4 s between two keep-alives, below the smallest AckWait
+// (2 × DISPATCHER_ATTEMPT_TIMEOUT + 5 s).
 const (
 	defaultStoreRetryBudget = 30 * time.Second
 	firstStoreWait          = 100 * time.Millisecond
 	maxStoreWait            = 2 * time.Second
+	storeWriteTimeout       = 2 * time.Second
 )
 
 func deferral(deferrals int) time.Duration {
@@ -372,7 +382,9 @@ func (p *Pipeline) persist(ctx context.Context, keepAlive func() error, write fu
 	deadline := p.now().Add(p.StoreRetryBudget)
 	wait := firstStoreWait
 	for {
-		err := write(ctx)
+		writeCtx, cancel := context.WithTimeout(ctx, storeWriteTimeout)
+		err := write(writeCtx)
+		cancel()
 		if err == nil || p.now().Add(wait).After(deadline) {
 			return err
 		}

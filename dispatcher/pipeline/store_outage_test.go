@@ -222,3 +222,58 @@ func TestRedeliveryOfARecordedAttemptOnlySchedules(t *testing.T) {
 		t.Fatalf("record shows %d attempts, want 1", rec.SeriesAttempts)
 	}
 }
+
+// hangingLog gets no answer to its first write (a stream whose leader has
+// just died): the write waits for its context.
+type hangingLog struct {
+	pipeline.Recorder
+	once sync.Once
+}
+
+func (l *hangingLog) Save(ctx context.Context, d *deliverylog.Delivery) error {
+	hang := false
+	l.once.Do(func() { hang = true })
+	if hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return l.Recorder.Save(ctx, d)
+}
+
+// TestUnansweredStoreWriteIsCutShort: a write that gets no answer is given
+// up after a bounded time and made again (keeping the message in
+// progress), rather than holding the attempt's outcome past the message's
+// AckWait, after which another dispatcher would make the attempt again.
+func TestUnansweredStoreWriteIsCutShort(t *testing.T) {
+	var log *hangingLog
+	f := newFixture(t, func(d *pipeline.Deps) {
+		log = &hangingLog{Recorder: d.DeliveryLog}
+		d.DeliveryLog = log
+	})
+	f.publish(t, 1)
+	batch, err := f.consumer.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := <-batch.Messages()
+	if msg == nil {
+		t.Fatalf("no message: %v", batch.Error())
+	}
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- f.pipe.HandleEvent(context.Background(), msg, noSlot{}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("HandleEvent = %v, want nil (recorded on the second write)", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("HandleEvent still waits for the unanswered write after 20 s")
+	}
+	if took := time.Since(start); took > 8*time.Second {
+		t.Errorf("the outcome took %s to record; each write should be bounded to a few seconds", took)
+	}
+	if got := f.receiver.Stats().Received; got != 1 {
+		t.Fatalf("the endpoint received %d requests, want 1", got)
+	}
+}

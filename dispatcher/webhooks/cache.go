@@ -47,11 +47,16 @@ return 1`
 
 type script struct{ src, sha string }
 
+// scriptSet is the scripts loaded into the Redis process last verified.
+type scriptSet struct{ read, cas script }
+
 // newScript tags src with the key prefix, so deployments sharing a Redis
 // under different prefixes do not load each other's scripts (which would
-// hide a restart from one of them).
-func newScript(src, prefix string) script {
-	src = fmt.Sprintf("-- blazelock webhook cache v1, prefix %q\n%s", prefix, src)
+// hide a restart from one of them), and with the run_id of the Redis
+// process it is verified against, so that no other process has it (see
+// the package comment, case 3: a demoted primary keeps its scripts).
+func newScript(src, prefix, runID string) script {
+	src = fmt.Sprintf("-- blazelock webhook cache v1, prefix %q, redis run_id %s\n%s", prefix, runID, src)
 	sum := sha1.Sum([]byte(src))
 	return script{src: src, sha: hex.EncodeToString(sum[:])}
 }
@@ -151,7 +156,11 @@ func (s *Store) casWrite(ctx context.Context, g *generation, id string, rev uint
 	value = append(value, payload...)
 	// ±10 % jitter spreads the expiry of entries written together.
 	ttl := s.opts.CacheTTL - s.opts.CacheTTL/10 + rand.N(s.opts.CacheTTL/5+1)
-	res, err := s.cache.EvalSha(ctx, s.casScript.sha, []string{g.keyPrefix + id},
+	sc := s.scripts.Load()
+	if sc == nil {
+		return 0, errNotVerified
+	}
+	res, err := s.cache.EvalSha(ctx, sc.cas.sha, []string{g.keyPrefix + id},
 		rev, value, ttl.Milliseconds(), deadline.UnixMilli()).Int64()
 	if err == nil && res < 0 {
 		s.stats.late.Add(1)

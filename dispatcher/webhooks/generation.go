@@ -236,8 +236,12 @@ func (s *Store) redisOK() {
 	}
 }
 
+// errNotVerified: no Redis process has been verified yet, so there are no
+// scripts to call; handled like NOSCRIPT.
+var errNotVerified = errors.New("redis not verified yet")
+
 func isNoScript(err error) bool {
-	return errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT")
+	return errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT") || errors.Is(err, errNotVerified)
 }
 
 // tryVerifyRedis verifies Redis unless another call is already doing it.
@@ -253,8 +257,9 @@ func (s *Store) tryVerifyRedis(ctx context.Context) {
 
 // verifyRedis makes sure the generation has been moved past any contents
 // of the Redis process we now talk to that nobody verified, then loads our
-// scripts there. It is the only place scripts are loaded: their absence
-// (NOSCRIPT) is how a restarted or failed-over Redis is noticed.
+// scripts there, tagged with its run_id. It is the only place scripts are
+// loaded: their absence (NOSCRIPT) is how a restarted or failed-over Redis
+// is noticed.
 func (s *Store) verifyRedis(ctx context.Context) (*generation, error) {
 	s.verifyMu.Lock()
 	defer s.verifyMu.Unlock()
@@ -287,7 +292,11 @@ func (s *Store) verifyRedisLocked(ctx context.Context) (*generation, error) {
 			g = s.adopt(rev, rec)
 			s.log.Warn("webhook cache generation moved", "reason", rec.Reason, "revision", rev)
 		}
-		for _, sc := range []script{s.readScript, s.casScript} {
+		set := &scriptSet{
+			read: newScript(readScriptSrc, s.opts.RedisKeyPrefix, runID),
+			cas:  newScript(casScriptSrc, s.opts.RedisKeyPrefix, runID),
+		}
+		for _, sc := range []script{set.read, set.cas} {
 			sha, err := s.cache.ScriptLoad(ctx, sc.src).Result()
 			if err != nil {
 				return nil, fmt.Errorf("load redis script: %w", err)
@@ -303,6 +312,7 @@ func (s *Store) verifyRedisLocked(ctx context.Context) (*generation, error) {
 			return nil, err
 		}
 		if after == runID {
+			s.scripts.Store(set)
 			return g, nil
 		}
 	}

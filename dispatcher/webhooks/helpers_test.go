@@ -235,6 +235,18 @@ func (p *proxy) setCut(cut bool) {
 	}
 }
 
+// retarget sends new connections to target and closes the forwarded
+// ones, as a failover moves the clients to another Redis.
+func (p *proxy) retarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
 func redisAddr(t testing.TB, url string) string {
 	o, err := redis.ParseURL(url)
 	if err != nil {

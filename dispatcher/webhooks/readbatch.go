@@ -19,7 +19,6 @@ import (
 // script is the same per key.
 type readBatcher struct {
 	cache *redis.Client
-	sha   string
 	queue chan *cacheRead
 	stop  chan struct{}
 	done  sync.WaitGroup
@@ -31,6 +30,7 @@ type readBatcher struct {
 
 // cacheRead is one Get's read, answered through done.
 type cacheRead struct {
+	sha  string // the read script, as loaded into the Redis process verified last
 	key  string
 	val  string
 	err  error
@@ -46,8 +46,8 @@ const (
 	maxReadBatch = 128
 )
 
-func newReadBatcher(cache *redis.Client, sha string) *readBatcher {
-	b := &readBatcher{cache: cache, sha: sha, queue: make(chan *cacheRead, 4*maxReadBatch), stop: make(chan struct{})}
+func newReadBatcher(cache *redis.Client) *readBatcher {
+	b := &readBatcher{cache: cache, queue: make(chan *cacheRead, 4*maxReadBatch), stop: make(chan struct{})}
 	b.done.Add(readSenders)
 	for range readSenders {
 		go b.send()
@@ -55,14 +55,14 @@ func newReadBatcher(cache *redis.Client, sha string) *readBatcher {
 	return b
 }
 
-// read runs the read script on key, batched with concurrent reads. After
-// close it reads directly.
-func (b *readBatcher) read(ctx context.Context, key string) (string, error) {
-	r := &cacheRead{key: key, done: make(chan struct{})}
+// read runs the read script sha on key, batched with concurrent reads.
+// After close it reads directly.
+func (b *readBatcher) read(ctx context.Context, sha, key string) (string, error) {
+	r := &cacheRead{sha: sha, key: key, done: make(chan struct{})}
 	b.closing.RLock()
 	if b.closed {
 		b.closing.RUnlock()
-		return b.cache.EvalSha(ctx, b.sha, []string{key}).Text()
+		return b.cache.EvalSha(ctx, sha, []string{key}).Text()
 	}
 	select {
 	case b.queue <- r:
@@ -110,7 +110,7 @@ func (b *readBatcher) exec(batch []*cacheRead) {
 	cmds := make([]*redis.Cmd, len(batch))
 	pipe := b.cache.Pipeline()
 	for i, r := range batch {
-		cmds[i] = pipe.EvalSha(context.Background(), b.sha, []string{r.key})
+		cmds[i] = pipe.EvalSha(context.Background(), r.sha, []string{r.key})
 	}
 	_, _ = pipe.Exec(context.Background()) // every command carries its own error
 	for i, r := range batch {

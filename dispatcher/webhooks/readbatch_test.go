@@ -20,7 +20,7 @@ func TestReadBatcher(t *testing.T) {
 	rdb := redisClient(t, testinfra.StartRedis(t).URL)
 	ctx := context.Background()
 	prefix := testinfra.KeyPrefix(t)
-	sc := newScript(readScriptSrc, prefix)
+	sc := newScript(readScriptSrc, prefix, "test-run-id")
 	if err := rdb.ScriptLoad(ctx, sc.src).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -30,13 +30,13 @@ func TestReadBatcher(t *testing.T) {
 			rdb.Set(ctx, fmt.Sprintf("%sk%d", prefix, i), fmt.Sprintf("v%d", i), time.Minute)
 		}
 	}
-	b := newReadBatcher(rdb, sc.sha)
+	b := newReadBatcher(rdb)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, keys)
 	for i := range keys {
 		wg.Go(func() {
-			v, err := b.read(ctx, fmt.Sprintf("%sk%d", prefix, i))
+			v, err := b.read(ctx, sc.sha, fmt.Sprintf("%sk%d", prefix, i))
 			switch {
 			case i%3 == 0 && !errors.Is(err, redis.Nil):
 				errs <- fmt.Errorf("k%d: want redis.Nil, got %q %v", i, v, err)
@@ -53,20 +53,18 @@ func TestReadBatcher(t *testing.T) {
 
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := b.read(cancelled, prefix+"k1"); !errors.Is(err, context.Canceled) {
+	if _, err := b.read(cancelled, sc.sha, prefix+"k1"); !errors.Is(err, context.Canceled) {
 		t.Errorf("a cancelled read answered %v", err)
 	}
 
 	// A script Redis does not know fails that read with NOSCRIPT, which Get
 	// turns into a Redis verification.
-	unknown := newReadBatcher(rdb, "0000000000000000000000000000000000000000")
-	if _, err := unknown.read(ctx, prefix+"k1"); !isNoScript(err) {
+	if _, err := b.read(ctx, "0000000000000000000000000000000000000000", prefix+"k1"); !isNoScript(err) {
 		t.Errorf("unknown script: %v, want NOSCRIPT", err)
 	}
-	unknown.close()
 
 	b.close()
-	if v, err := b.read(ctx, prefix+"k1"); err != nil || v != "v1" {
+	if v, err := b.read(ctx, sc.sha, prefix+"k1"); err != nil || v != "v1" {
 		t.Errorf("after close: %q %v", v, err)
 	}
 }

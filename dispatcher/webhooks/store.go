@@ -26,12 +26,18 @@
 //     read the token from KV after their own KV write, so they update the
 //     generation that is current after the write.
 //  3. Redis loses acknowledged writes: a restart from an older RDB/AOF
-//     snapshot, or a failover to a replica that missed the last writes. All
-//     Redis calls are EVALSHA of our scripts, and Redis forgets scripts on
-//     restart, so the first call against a new process fails with NOSCRIPT.
-//     Scripts are only (re)loaded after comparing the server's run_id with
-//     the one recorded next to the generation; a different run_id moves the
-//     generation first.
+//     snapshot, or a failover to a replica that missed the last writes
+//     (Sentinel promotes a replica that replicates asynchronously). All
+//     Redis calls are EVALSHA of our scripts, and the scripts carry the
+//     run_id of the Redis process they were loaded into, so the first call
+//     against any other process fails with NOSCRIPT: a restarted one has
+//     forgotten every script, a replica never had ours (Redis 7 does not
+//     replicate SCRIPT LOAD), and a primary that Sentinel demoted without a
+//     restart, which keeps its script cache through the resync and may be
+//     promoted again later while behind, has only scripts tagged with its
+//     own run_id, not the current process's. Scripts are only (re)loaded
+//     after comparing the server's run_id with the one recorded next to
+//     the generation; a different run_id moves the generation first.
 //  4. A write lands in Redis long after its KV read (a stalled process or
 //     a TCP retransmission), after the newer entry that guarded it expired.
 //     Every compare-and-set carries a deadline (read start + CacheWriteWindow)
@@ -61,11 +67,17 @@
 // may serve the previous value until CacheTTL or a successful retry.
 //
 // The argument assumes a KV read sees every write acknowledged before it
-// started. That holds for a bucket with one replica (natsinfra's default).
-// With replicated buckets, KV reads are direct gets that a follower may
-// answer slightly behind the leader: a read that falls back to KV within
-// that lag after a write can return the older value, and if the generation
-// moves at that moment, cache it until the next write or CacheTTL.
+// started. That holds for a bucket with one replica (natsinfra's default),
+// and for replicated buckets because provisioning turns their direct gets
+// off (natsinfra.Options.LeaderReads): reads are answered by the bucket's
+// leader, which acknowledged the write, not by a follower that may lag.
+// Two windows remain with replicated buckets: a process that opened the
+// bucket while another one was changing its settings may keep direct gets
+// until it restarts (see natsinfra's provisionBucket), and right after a
+// leader change a read can reach a new leader that has not yet applied
+// the last writes it holds: a read that falls back to KV in that moment
+// can return the older value, and if the generation moves at that moment,
+// cache it until the next write or CacheTTL.
 package webhooks
 
 import (
@@ -192,8 +204,10 @@ type Store struct {
 	log   *slog.Logger
 	opts  Options
 
-	readScript, casScript script
-	reads                 *readBatcher // nil without Redis
+	// scripts were loaded into the Redis process verified last (nil
+	// before the first verification): their SHAs name that process.
+	scripts atomic.Pointer[scriptSet]
+	reads   *readBatcher // nil without Redis
 
 	gen        atomic.Pointer[generation]
 	clockBase  time.Time    // monotonic base of the nanosecond clocks below
@@ -239,8 +253,6 @@ func New(kv jetstream.KeyValue, cache *redis.Client, opts Options) (*Store, erro
 		opts:      opts,
 		clockBase: time.Now(),
 	}
-	s.readScript = newScript(readScriptSrc, opts.RedisKeyPrefix)
-	s.casScript = newScript(casScriptSrc, opts.RedisKeyPrefix)
 	s.redisLog.every = opts.RedisErrorLogInterval
 	s.genLog.every = opts.RedisErrorLogInterval
 	if cache == nil {
@@ -248,7 +260,7 @@ func New(kv jetstream.KeyValue, cache *redis.Client, opts Options) (*Store, erro
 	}
 	s.log.Info("webhook store ready", "secret_key_id", box.KeyID(), "redis", cache != nil)
 	if cache != nil {
-		s.reads = newReadBatcher(cache, s.readScript.sha)
+		s.reads = newReadBatcher(cache)
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopWatcher, s.watcherDone = cancel, make(chan struct{})
 		go func() {
@@ -321,11 +333,12 @@ func (s *Store) Get(ctx context.Context, integrationID string) (Webhook, error) 
 		return Webhook{}, invalidID(integrationID)
 	}
 	g := s.cacheGeneration()
-	if g == nil {
+	sc := s.scripts.Load()
+	if g == nil || sc == nil {
 		s.stats.kvDirect.Add(1)
 		return s.getKV(ctx, integrationID, nil)
 	}
-	v, err := s.reads.read(ctx, g.keyPrefix+integrationID)
+	v, err := s.reads.read(ctx, sc.read.sha, g.keyPrefix+integrationID)
 	switch {
 	case err == nil:
 		s.redisOK()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -752,5 +753,84 @@ func BenchmarkDecodeCached(b *testing.B) {
 		if _, found, err := s.decodeCached(id, v); err != nil || !found {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestDemotedPrimaryPromotedAgain: the failover case a run_id check alone
+// misses. Redis A is the primary; it fails over to its replica B, and A
+// is demoted to a replica of B without restarting (as Sentinel does with
+// a primary that comes back), which keeps A's script cache. A copies B's
+// entries, then stops replicating just before a change is written to B,
+// and is promoted again: it holds the previous entry in the current
+// generation, and the scripts the store first loaded into it. The store
+// must notice the other process and serve the change, never A's entry.
+func TestDemotedPrimaryPromotedAgain(t *testing.T) {
+	env := newTestEnv(t)
+	a, b := testinfra.StartRedis(t), testinfra.StartRedis(t)
+	if a.Stop == nil || a.URL == b.URL {
+		t.Skip("needs two redis-server processes of this test (REDIS_URL is set)")
+	}
+	ctx := context.Background()
+	ra, rb := redisClient(t, a.URL), redisClient(t, b.URL)
+	addrA, addrB := redisAddr(t, a.URL), redisAddr(t, b.URL)
+	replicaOf := func(r *redis.Client, addr string) {
+		t.Helper()
+		host, port := "no", "one"
+		if addr != "" {
+			var err error
+			if host, port, err = net.SplitHostPort(addr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := r.SlaveOf(ctx, host, port).Err(); err != nil {
+			t.Fatalf("REPLICAOF %s %s: %v", host, port, err)
+		}
+	}
+	synced := func(r *redis.Client) func() bool {
+		return func() bool {
+			info, err := r.Info(ctx, "replication").Result()
+			return err == nil && strings.Contains(info, "master_link_status:up")
+		}
+	}
+	px := startProxy(t, addrA)
+	s := env.newStore(t, redisClient(t, "redis://"+px.addr+"/0"), testinfra.KeyPrefix(t))
+	id := newID()
+	mustPut(t, s, id, settings("https://one.example/hook"))
+
+	// Fail over to B; A becomes B's replica without restarting.
+	replicaOf(rb, addrA)
+	testinfra.WaitFor(t, 10*time.Second, "B to replicate A", synced(rb))
+	replicaOf(rb, "")
+	replicaOf(ra, addrB)
+	px.retarget(addrB)
+	testinfra.WaitFor(t, 10*time.Second, "A to replicate B", synced(ra))
+	two := mustPut(t, s, id, settings("https://two.example/hook"))
+	if got := mustGet(t, s, id); got.URL != two.URL {
+		t.Fatalf("after the first failover: %s, want %s", got.URL, two.URL)
+	}
+	key := s.gen.Load().keyPrefix + id
+	testinfra.WaitFor(t, 10*time.Second, "A to hold the second URL's entry", func() bool {
+		v, err := ra.Get(ctx, key).Result()
+		return err == nil && strings.Contains(v, "two.example")
+	})
+
+	// A stops replicating, B takes a change, and A is promoted again.
+	replicaOf(ra, "")
+	three := mustPut(t, s, id, settings("https://three.example/hook"))
+	px.retarget(addrA)
+	if v, _ := ra.Get(ctx, key).Result(); !strings.Contains(v, "two.example") {
+		t.Fatalf("A does not hold the previous entry in the current generation (%q): the test would prove nothing", v)
+	}
+	for range 20 {
+		got, err := s.Get(ctx, id)
+		if err != nil {
+			continue // the first calls after the failover may find Redis busy being verified
+		}
+		if got.URL != three.URL {
+			t.Fatalf("served %s after A was promoted again, want %s", got.URL, three.URL)
+		}
+	}
+	if got := mustGet(t, s, id); got.URL != three.URL {
+		t.Fatalf("served %s, want %s", got.URL, three.URL)
 	}
 }

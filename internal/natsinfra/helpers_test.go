@@ -2,8 +2,18 @@ package natsinfra_test
 
 import (
 	"encoding/json"
+	"os"
 	"strconv"
+	"testing"
+
+	"github.com/blazelock/webhooks/internal/testinfra"
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testinfra.RemoveBuilds()
+	os.Exit(code)
+}
 
 func jsonOf(v any) string {
 	b, _ := json.Marshal(v)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -192,45 +193,159 @@ func (o Options) Buckets() []jetstream.KeyValueConfig {
 func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 	var problems []error
 	for _, want := range o.Streams() {
-		s, err := js.CreateOrUpdateStream(ctx, want)
+		var info *jetstream.StreamInfo
+		err := retry(ctx, func(ctx context.Context) error {
+			s, err := js.CreateOrUpdateStream(ctx, want)
+			if err != nil {
+				return err
+			}
+			info, err = s.Info(ctx)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("provision stream %s: %w", want.Name, err)
 		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return fmt.Errorf("read back stream %s: %w", want.Name, err)
-		}
 		problems = append(problems, compareStream(want, info.Config)...)
 		if cc, ok := o.Consumers()[want.Name]; ok {
-			c, err := s.CreateOrUpdateConsumer(ctx, cc)
+			var ci *jetstream.ConsumerInfo
+			err := retry(ctx, func(ctx context.Context) error {
+				c, err := js.CreateOrUpdateConsumer(ctx, want.Name, cc)
+				if err != nil {
+					return err
+				}
+				ci, err = c.Info(ctx)
+				return err
+			})
 			if err != nil {
 				return fmt.Errorf("provision consumer %s on %s: %w", cc.Durable, want.Name, err)
-			}
-			ci, err := c.Info(ctx)
-			if err != nil {
-				return fmt.Errorf("read back consumer %s: %w", cc.Durable, err)
 			}
 			problems = append(problems, compareConsumer(cc, ci.Config)...)
 		}
 	}
 	for _, want := range o.Buckets() {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, want)
+		var st jetstream.KeyValueStatus
+		err := retry(ctx, func(ctx context.Context) error {
+			kv, err := provisionBucket(ctx, js, want, !o.LeaderReads())
+			if err != nil {
+				return err
+			}
+			st, err = kv.Status(ctx)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("provision KV bucket %s: %w", want.Bucket, err)
-		}
-		st, err := kv.Status(ctx)
-		if err != nil {
-			return fmt.Errorf("read back KV bucket %s: %w", want.Bucket, err)
 		}
 		if st.TTL() != want.TTL || st.History() != int64(want.History) {
 			problems = append(problems, fmt.Errorf("KV bucket %s: server stored ttl=%s history=%d, asked ttl=%s history=%d",
 				want.Bucket, st.TTL(), st.History(), want.TTL, want.History))
+		}
+		if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo().Config.AllowDirect != !o.LeaderReads() {
+			problems = append(problems, fmt.Errorf("KV bucket %s: server stored allow_direct=%v, asked %v",
+				want.Bucket, bs.StreamInfo().Config.AllowDirect, !o.LeaderReads()))
 		}
 	}
 	if err := errors.Join(problems...); err != nil {
 		return fmt.Errorf("the NATS server did not store the configuration asked for (is it older than %s?): %w", MinServerVersion, err)
 	}
 	return nil
+}
+
+// provisionCallTimeout bounds one step of provisioning (a create or update
+// and its read-back), which retry repeats until the caller's context ends.
+const provisionCallTimeout = 5 * time.Second
+
+// retry runs step, each time with provisionCallTimeout, until it succeeds,
+// fails for a reason that is not temporary (see temporary), or ctx ends. Every step is idempotent. A
+// JetStream API answer can be lost, or refused while a leader is being
+// elected: on a NATS cluster formed a moment before, the answer to the
+// first stream creation never came and the dispatcher gave up after its
+// whole provisioning timeout (seen in the reliability suite's cluster
+// tests under load); asking again gets the answer.
+func retry(ctx context.Context, step func(context.Context) error) error {
+	for {
+		stepCtx, cancel := context.WithTimeout(ctx, provisionCallTimeout)
+		err := step(stepCtx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !temporary(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// errNoSuitablePeers is JetStream's "no suitable peers for placement":
+// fewer cluster nodes are online than the replicas asked for.
+const errNoSuitablePeers jetstream.ErrorCode = 10005
+
+// temporary reports whether a JetStream API call may succeed if made
+// again: a timeout, no responder, JetStream temporarily unavailable (503,
+// an election), or too few nodes online for the replicas, which a cluster
+// that has just formed or is restarting a node reports for a moment (seen
+// at the start of the reliability suite's cluster tests). A cluster that
+// really lacks the nodes keeps answering it, and provisioning then fails
+// with it when its deadline passes.
+func temporary(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		(errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == errNoSuitablePeers))
+}
+
+// LeaderReads reports whether KV reads go to each bucket's leader rather
+// than to any replica: with replicated buckets (Replicas > 1). nats.go
+// creates buckets with direct gets, which any replica answers: a follower
+// may answer slightly behind the leader (a read just after a write can
+// miss it), and while the node of a bucket's leader is cut off from the
+// others, part of the direct gets keep going to it and time out until
+// the servers close the dead routes (a minute and more with nats-server's
+// default route pings; reliability: TestClusterNodePartitioned). Leader
+// reads see every write the leader acknowledged, and recover as soon as
+// a new leader is elected. With one replica both are the same server and
+// direct gets are cheaper, so they stay.
+func (o Options) LeaderReads() bool { return o.Replicas > 1 }
+
+// provisionBucket creates the bucket, or updates it when its settings
+// differ from want, then sets whether any replica may answer reads
+// (direct). It writes nothing when the bucket is already as asked, so a
+// dispatcher that starts never changes a setting under the running ones
+// (nats.go's CreateOrUpdateKeyValue always asks for direct gets, so it is
+// called only when something else must change; a process that opens the
+// bucket in the moment before direct is set again keeps direct gets until
+// it restarts).
+func provisionBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig, direct bool) (jetstream.KeyValue, error) {
+	name := "KV_" + want.Bucket
+	s, err := js.Stream(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		s = nil
+	case err != nil:
+		return nil, err
+	}
+	if s == nil || !bucketAsAsked(s.CachedInfo().Config, want) {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, want); err != nil {
+			return nil, err
+		}
+		if s, err = js.Stream(ctx, name); err != nil {
+			return nil, err
+		}
+	}
+	if cfg := s.CachedInfo().Config; cfg.AllowDirect != direct {
+		cfg.AllowDirect = direct
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("set allow_direct=%v: %w", direct, err)
+		}
+	}
+	return js.KeyValue(ctx, want.Bucket)
+}
+
+// bucketAsAsked compares the settings Buckets sets with a bucket's stream.
+func bucketAsAsked(got jetstream.StreamConfig, want jetstream.KeyValueConfig) bool {
+	history, replicas := int64(max(want.History, 1)), max(want.Replicas, 1)
+	return got.Description == want.Description && got.MaxMsgsPerSubject == history && got.MaxAge == want.TTL &&
+		got.Storage == want.Storage && got.Replicas == replicas
 }
 
 func compareStream(want, got jetstream.StreamConfig) []error {

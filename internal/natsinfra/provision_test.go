@@ -152,3 +152,42 @@ func TestParseEventSubject(t *testing.T) {
 		}
 	}
 }
+
+// On a three-node cluster with three replicas, every bucket is read from
+// its leader (no direct gets, see Options.LeaderReads), and provisioning
+// again, as every dispatcher does when it starts, changes nothing.
+func TestProvisionReplicatedBucketsReadFromTheirLeader(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := testinfra.StartNATSCluster(t)
+	js, err := jetstream.New(c.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := natsinfra.DefaultOptions()
+	opts.Replicas = 3
+	if !opts.LeaderReads() || natsinfra.DefaultOptions().LeaderReads() {
+		t.Fatalf("LeaderReads: %v with 3 replicas, %v with 1; want true and false", opts.LeaderReads(), natsinfra.DefaultOptions().LeaderReads())
+	}
+	if err := natsinfra.Provision(ctx, js, opts); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, js)
+	for _, b := range opts.Buckets() {
+		s, err := js.Stream(ctx, "KV_"+b.Bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg := s.CachedInfo().Config; cfg.AllowDirect || cfg.Replicas != 3 {
+			t.Errorf("bucket %s: allow_direct=%v replicas=%d, want false and 3", b.Bucket, cfg.AllowDirect, cfg.Replicas)
+		}
+	}
+	if err := natsinfra.Provision(ctx, js, opts); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range snapshot(t, js) {
+		if before[name] != b {
+			t.Errorf("%s changed on second provision:\n before %s\n after  %s", name, before[name], b)
+		}
+	}
+}

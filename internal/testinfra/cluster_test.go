@@ -1,0 +1,169 @@
+package testinfra
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	RemoveBuilds()
+	os.Exit(code)
+}
+
+// TestProxyCutStallsAndHealResumes: a cut link delivers nothing and
+// refuses new connections; healing delivers what was sent meanwhile, in
+// order, on the same connection.
+func TestProxyCutStallsAndHealResumes(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	lines := make(chan string, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					lines <- line
+				}
+			}()
+		}
+	}()
+	p := StartProxy(t, ln.Addr().String())
+	conn, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintln(conn, "before")
+	if got := <-lines; got != "before\n" {
+		t.Fatalf("got %q", got)
+	}
+	p.Cut()
+	fmt.Fprintln(conn, "during")
+	select {
+	case got := <-lines:
+		t.Fatalf("a cut link delivered %q", got)
+	case <-time.After(300 * time.Millisecond):
+	}
+	refused, err := net.Dial("tcp", p.Addr())
+	if err == nil {
+		_ = refused.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := refused.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("a new connection through a cut link: read %v, want EOF", err)
+		}
+		refused.Close()
+	}
+	p.Heal()
+	fmt.Fprintln(conn, "after")
+	for _, want := range []string{"during\n", "after\n"} {
+		select {
+		case got := <-lines:
+			if got != want {
+				t.Fatalf("after healing got %q, want %q", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%q not delivered after healing", want)
+		}
+	}
+}
+
+// TestNATSCluster: the cluster forms with a meta leader; an R3 stream
+// keeps taking writes when its leader is killed and elects another; the
+// killed node comes back healthy on its store; a partitioned meta leader
+// loses its leadership to the majority, and the cluster is whole again
+// once healed.
+func TestNATSCluster(t *testing.T) {
+	t.Parallel()
+	c := StartNATSCluster(t)
+	js, err := jetstream.New(c.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(n int) {
+		t.Helper()
+		for i := range n {
+			WaitFor(t, 30*time.Second, "a publish acknowledged", func() bool {
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				_, err := js.Publish(pctx, fmt.Sprintf("t.%d", i), []byte("x"))
+				return err == nil
+			})
+		}
+	}
+	publish(10)
+
+	leader := c.StreamLeader("T")
+	leader.Kill()
+	publish(10)
+	if again := c.StreamLeader("T"); again == leader {
+		t.Fatalf("stream leader still %s after it was killed", leader.Name)
+	}
+	leader.Start()
+	c.WaitHealthy(60 * time.Second)
+
+	meta := c.MetaLeader()
+	var others []*NATSNode
+	for _, n := range c.Nodes {
+		if n != meta {
+			others = append(others, n)
+		}
+	}
+	// A client of the cut-off node would wait for the partition to heal:
+	// publish through the majority.
+	if js, err = jetstream.New(c.Connect(others...)); err != nil {
+		t.Fatal(err)
+	}
+	meta.Partition()
+	WaitFor(t, 60*time.Second, "a new meta leader on the majority side", func() bool {
+		for _, n := range c.Nodes {
+			if n == meta {
+				continue
+			}
+			info, err := n.Jsz()
+			if err != nil || info.Meta == nil || info.Meta.Leader == "" || info.Meta.Leader == meta.Name {
+				return false
+			}
+		}
+		return true
+	})
+	publish(10)
+	meta.Heal()
+	c.WaitHealthy(60 * time.Second)
+	s, err := js.Stream(ctx, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 30 {
+		t.Errorf("stream holds %d messages, want 30", info.State.Msgs)
+	}
+}
