@@ -102,9 +102,14 @@ func TestNATSCluster(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3}); err != nil {
-		t.Fatal(err)
-	}
+	// A cluster that has just formed can refuse a placement for a moment
+	// ("no suitable peers for placement, peer offline"), as the
+	// dispatcher's provisioning knows: ask again.
+	var createErr error
+	WaitFor(t, 30*time.Second, "the stream created", func() bool {
+		_, createErr = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3})
+		return createErr == nil
+	})
 	publish := func(n int) {
 		t.Helper()
 		for i := range n {
