@@ -110,13 +110,18 @@ func TestNATSCluster(t *testing.T) {
 		_, createErr = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3})
 		return createErr == nil
 	})
+	// Each message has an id, so a publish asked again after a lost
+	// acknowledgement (an election) is stored once.
+	published := 0
 	publish := func(n int) {
 		t.Helper()
-		for i := range n {
+		for range n {
+			published++
+			id := fmt.Sprint(published)
 			WaitFor(t, 30*time.Second, "a publish acknowledged", func() bool {
 				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				defer cancel()
-				_, err := js.Publish(pctx, fmt.Sprintf("t.%d", i), []byte("x"))
+				_, err := js.Publish(pctx, "t."+id, []byte("x"), jetstream.WithMsgID(id))
 				return err == nil
 			})
 		}
