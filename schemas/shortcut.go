@@ -92,14 +92,20 @@ func acceptsData(event string, d map[string]any) bool {
 	return true
 }
 
+// digests are file_hash's required fields and their lengths in hex.
+var digests = [...]struct {
+	name   string
+	hexLen int
+}{{"md5", 32}, {"sha1", 40}, {"sha256", 64}}
+
 func acceptsFileHash(v any) bool {
 	m, ok := v.(map[string]any)
 	if !ok {
 		return false
 	}
-	for name, length := range map[string]int{"md5": 32, "sha1": 40, "sha256": 64} {
-		s, ok := m[name].(string)
-		if !ok || len(s) != length || !isLowerHex(s) {
+	for _, d := range digests {
+		s, ok := m[d.name].(string)
+		if !ok || len(s) != d.hexLen || !isLowerHex(s) {
 			return false
 		}
 	}
