@@ -149,6 +149,12 @@ type Scheduler struct {
 	ctx context.Context
 	wg  sync.WaitGroup
 
+	// jobs hands attempts to idle workers (workers.go); quit, closed by
+	// Shutdown, ends the idle ones.
+	jobs        chan job
+	quit        chan struct{}
+	idleWorkers int // guarded by mu
+
 	mu       sync.Mutex
 	space    *sync.Cond // signalled when queued falls below QueueMax or on stop
 	keys     map[string]*key
@@ -210,7 +216,8 @@ func New(o Options) *Scheduler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Scheduler{o: o, now: o.Now, ctx: context.Background(), keys: map[string]*key{}}
+	s := &Scheduler{o: o, now: o.Now, ctx: context.Background(), keys: map[string]*key{},
+		jobs: make(chan job, o.Concurrency), quit: make(chan struct{})}
 	s.space = sync.NewCond(&s.mu)
 	s.lastRates = s.now()
 	return s
@@ -266,6 +273,9 @@ func (s *Scheduler) Submit(t Task) {
 // ReasonShutdown and waits for running attempts until ctx ends.
 func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.stopping {
+		close(s.quit)
+	}
 	s.stopping = true
 	s.space.Broadcast()
 	var left []Task
@@ -578,19 +588,8 @@ func (s *Scheduler) pump(now time.Time) {
 			s.unprovenInFlight++
 		}
 		s.offer(k, now)
-		s.wg.Add(1)
-		go s.run(w.t, slot)
+		s.startAttempt(job{w.t, slot})
 	}
-}
-
-func (s *Scheduler) run(t Task, slot *Slot) {
-	defer s.wg.Done()
-	t.Run(s.ctx, slot)
-	slot.Done(Outcome{})
-	s.mu.Lock()
-	s.running--
-	s.pump(s.now())
-	s.mu.Unlock()
 }
 
 // sweep renews keep-alives, updates rates, sheds stalled keys' queues,
