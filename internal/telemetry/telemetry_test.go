@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/blazelock/webhooks/internal/telemetry"
 )
 
@@ -39,5 +42,31 @@ func TestPrometheusExportAndTraceIDsInLogs(t *testing.T) {
 	span.End()
 	if want := "trace_id=" + span.SpanContext().TraceID().String(); !strings.Contains(buf.String(), want) {
 		t.Fatalf("log line %q lacks %s", buf.String(), want)
+	}
+}
+
+// Spans are recorded only when something receives them; without, they
+// still carry ids (for the log lines) but cost no recording.
+func TestSpansRecordedOnlyWithAReceiver(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		opts      telemetry.Options
+		recording bool
+	}{
+		{"nothing exports", telemetry.Options{ServiceName: "test"}, false},
+		{"a span processor", telemetry.Options{ServiceName: "test", SpanProcessors: []sdktrace.SpanProcessor{tracetest.NewSpanRecorder()}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tel, err := telemetry.Setup(context.Background(), tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+			_, span := tel.TracerProvider.Tracer("test").Start(context.Background(), "op")
+			defer span.End()
+			if span.IsRecording() != tc.recording || !span.SpanContext().IsValid() {
+				t.Fatalf("recording %v (want %v), span context valid %v (want true)", span.IsRecording(), tc.recording, span.SpanContext().IsValid())
+			}
+		})
 	}
 }
