@@ -2,7 +2,7 @@ package webhooks
 
 // The cache generation: its KV record, how a Store learns it (watcher and
 // lease), how writers move it, and how a restarted Redis is detected. The
-// reasoning is in the package comment (store.go).
+// reasoning is in the package comment (doc.go).
 
 import (
 	"context"
