@@ -3,6 +3,20 @@
 // dispatcher reads on every delivery attempt, and secrets are encrypted at
 // rest in both (see secretbox.go).
 //
+// Three types share the work:
+//
+//   - records (records.go) is the KV side: one JSON record per integration,
+//     its secret sealed, and the one optimistic read-modify-write (update)
+//     that every change goes through.
+//   - cache (cache.go, with generation.go and readbatch.go) is the Redis
+//     side: the entries and the scripts that read and compare-and-set them,
+//     the cache generation (a token held in KV, followed by a watcher), and
+//     the fallback to KV while Redis fails. It never writes a record.
+//   - Store (store.go) composes them: Get asks the cache and, when it cannot
+//     answer, reads the record and lets the cache populate; Put,
+//     RotateSecret and Delete change the record, then let the cache confirm
+//     the change before they return.
+//
 // # Why the cache can never serve a stale configuration
 //
 // The contract (docs/contract.md, Configuration at attempt time) promises
@@ -48,11 +62,13 @@
 //
 // A reader that misses populates only the generation it knew before its KV
 // read, so a populate can never land in a generation created after the
-// write it missed. Every Store learns the generation from a KV watcher
-// (milliseconds), started by New and stopped by Close, and confirms it with
-// a direct KV read every GenerationRefresh. It uses Redis only while that
-// confirmation is younger than GenerationLease; otherwise it reads KV
-// directly, as it does before it first knows the generation.
+// write it missed: the cache hands Store that generation with the miss, and
+// Store passes it back with what it read. Every Store's cache learns the
+// generation from a KV watcher (milliseconds), started by New and stopped by
+// Close, and confirms it with a direct KV read every GenerationRefresh. It
+// uses Redis only while that confirmation is younger than GenerationLease;
+// otherwise reads go to KV directly, as they do before the cache first knows
+// the generation.
 //
 // Residual window, stated honestly: when a writer could not reach Redis but
 // a reader can, the reader may read an entry of the old generation until its
