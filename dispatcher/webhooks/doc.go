@@ -7,11 +7,12 @@
 //
 //   - records (records.go) is the KV side: one JSON record per integration,
 //     its secret sealed, and the one optimistic read-modify-write (update)
-//     that every change goes through.
+//     that every change of a record goes through.
 //   - cache (cache.go, with generation.go and readbatch.go) is the Redis
 //     side: the entries and the scripts that read and compare-and-set them,
 //     the cache generation (a token held in KV, followed by a watcher), and
-//     the fallback to KV while Redis fails. It never writes a record.
+//     the fallback to KV while Redis fails. In KV it only touches the
+//     generation's reserved key, never an integration's record.
 //   - Store (store.go) composes them: Get asks the cache and, when it cannot
 //     answer, reads the record and lets the cache populate; Put,
 //     RotateSecret and Delete change the record, then let the cache confirm
