@@ -8,6 +8,30 @@ import (
 	"testing"
 )
 
+// records returns the KV side of a store over the test's bucket.
+func (e *testEnv) records(t testing.TB) *records {
+	t.Helper()
+	box, err := newSecretBox(e.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &records{kv: e.kv, box: box}
+}
+
+// storedRecord returns the record KV holds for id, and its revision.
+func (e *testEnv) storedRecord(t testing.TB, id string) (record, uint64) {
+	t.Helper()
+	entry, err := e.kv.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := decodeRecord(entry.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec, entry.Revision()
+}
+
 // markEdit is an edit that appends mark to the record's URL, creating the
 // record if there is none, so the final URL lists every edit that was
 // written, in order.
@@ -35,11 +59,7 @@ func TestUpdateConflict(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := newTestEnv(t)
-			box, err := newSecretBox(env.key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := &records{kv: env.kv, box: box}
+			r := env.records(t)
 			ctx := context.Background()
 			id := newID()
 			if tc.exists {
@@ -84,22 +104,15 @@ func TestUpdateConflict(t *testing.T) {
 			if t.Failed() {
 				return
 			}
-			e, err := env.kv.Get(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			final, err := decodeRecord(e.Value())
-			if err != nil {
-				t.Fatal(err)
-			}
+			final, finalRev := env.storedRecord(t, id)
 			if !strings.Contains(final.URL, "+a") || !strings.Contains(final.URL, "+b") {
 				t.Fatalf("final URL %q: an update was lost", final.URL)
 			}
 			if edits != 3 {
 				t.Fatalf("%d edits, want 3: two first attempts and one retry after the conflict", edits)
 			}
-			if revs["a"] == revs["b"] || max(revs["a"], revs["b"]) != e.Revision() {
-				t.Fatalf("revisions a=%d b=%d, KV holds %d", revs["a"], revs["b"], e.Revision())
+			if revs["a"] == revs["b"] || max(revs["a"], revs["b"]) != finalRev {
+				t.Fatalf("revisions a=%d b=%d, KV holds %d", revs["a"], revs["b"], finalRev)
 			}
 		})
 	}
@@ -110,18 +123,14 @@ func TestUpdateConflict(t *testing.T) {
 // writes nothing.
 func TestUpdateGivesUp(t *testing.T) {
 	env := newTestEnv(t)
-	box, err := newSecretBox(env.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &records{kv: env.kv, box: box}
+	r := env.records(t)
 	ctx := context.Background()
 	id := newID()
 	if _, err := r.update(ctx, id, markEdit("")); err != nil {
 		t.Fatal(err)
 	}
 	edits := 0
-	_, err = r.update(ctx, id, func(cur *record) (record, error) {
+	_, err := r.update(ctx, id, func(cur *record) (record, error) {
 		edits++
 		if _, err := r.update(ctx, id, markEdit("other")); err != nil { // the interfering writer
 			t.Fatal(err)
@@ -134,14 +143,7 @@ func TestUpdateGivesUp(t *testing.T) {
 	if edits != maxWriteAttempts {
 		t.Fatalf("%d attempts, want %d", edits, maxWriteAttempts)
 	}
-	e, err := env.kv.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	final, err := decodeRecord(e.Value())
-	if err != nil {
-		t.Fatal(err)
-	}
+	final, _ := env.storedRecord(t, id)
 	if strings.Contains(final.URL, "mine") || strings.Count(final.URL, "+other") != maxWriteAttempts {
 		t.Fatalf("final URL %q: want exactly the %d interfering writes", final.URL, maxWriteAttempts)
 	}
