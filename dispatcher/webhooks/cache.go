@@ -7,10 +7,266 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 )
+
+// cache is the Redis side of the store: the entries, the scripts that read
+// and compare-and-set them, the cache generation (generation.go) and the
+// fallback to KV while Redis fails. It is coherent with KV by the argument
+// in the package comment; it reads KV only for the generation and learns
+// configurations from Store, which reads and writes the records.
+//
+// Without Redis (node nil) it is off: every read is counted as KVDirect and
+// writes have nothing to confirm.
+type cache struct {
+	node *redisNode   // nil without Redis
+	kv   generationKV // the webhooks bucket, for generationKey only
+	box  *secretBox   // opens the sealed secrets of entries
+	log  *slog.Logger
+	opts Options
+
+	gen        atomic.Pointer[generation]
+	clockBase  time.Time    // monotonic base of the nanosecond clocks
+	leaseUntil atomic.Int64 // Redis reads allowed until (ns since clockBase)
+
+	redisLog, genLog throttle
+	stats            counters
+
+	stopWatcher context.CancelFunc
+	watcherDone chan struct{}
+	closeOnce   sync.Once
+}
+
+// generationKV is what the cache uses of the webhooks bucket: reading,
+// creating, replacing and watching the generation record.
+type generationKV interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
+	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
+}
+
+// redisNode is the Redis server the entries live in, and what the cache
+// knows about the process behind it: which process its scripts were loaded
+// into, whether it is failing, and the batcher of reads sent to it. The
+// field c.node is the cache's only way to Redis.
+//
+// Everything here is per Redis process. Redis Cluster support would keep
+// one redisNode per shard, with that primary's own *redis.Client, pick a
+// key's node wherever c.node is used for a key (get, casWrite, afterWrite's
+// health check), verify every node, and record one run_id per shard next
+// to the generation instead of one. client is the concrete type rather than
+// an interface because a call through an interface makes every command's
+// key slice escape to the heap: one more allocation per cache read.
+type redisNode struct {
+	client *redis.Client
+	// scripts were loaded into the Redis process verified last (nil
+	// before the first verification): their SHAs name that process.
+	scripts atomic.Pointer[scriptSet]
+	reads   *readBatcher
+	// retryAt is 0 while Redis is healthy; after an error, reads skip
+	// Redis until this time (ns since clockBase), then one caller probes it.
+	retryAt  atomic.Int64
+	verifyMu sync.Mutex
+}
+
+// newCache returns the cache over client (nil: no Redis). With Redis it
+// starts the generation watcher; close stops it.
+func newCache(kv generationKV, client *redis.Client, box *secretBox, opts Options, log *slog.Logger) *cache {
+	c := &cache{kv: kv, box: box, log: log, opts: opts, clockBase: time.Now()}
+	c.redisLog.every = opts.RedisErrorLogInterval
+	c.genLog.every = opts.RedisErrorLogInterval
+	if client == nil {
+		return c
+	}
+	c.node = &redisNode{client: client, reads: newReadBatcher(client)}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.stopWatcher, c.watcherDone = cancel, make(chan struct{})
+	go func() {
+		defer close(c.watcherDone)
+		c.watch(ctx)
+	}()
+	return c
+}
+
+// close stops the generation watcher and waits for it, then the read
+// batcher (reads afterwards go to Redis directly, until the lease lapses).
+func (c *cache) close() {
+	c.closeOnce.Do(func() {
+		if c.stopWatcher != nil {
+			c.stopWatcher()
+			<-c.watcherDone
+			c.node.reads.close()
+		}
+	})
+}
+
+// nanotime is a monotonic clock in ns since the cache was created.
+func (c *cache) nanotime() int64 { return int64(time.Since(c.clockBase)) }
+
+// get answers a read from Redis if it can. answered reports that (cfg, err)
+// is the answer: a configuration, a cached absence (ErrNotFound), a secret
+// this dispatcher cannot decrypt, or the end of ctx. Otherwise the caller
+// reads KV and, if fill is not nil, populates what it read into fill: the
+// generation known before that KV read.
+func (c *cache) get(ctx context.Context, id string) (cfg Webhook, answered bool, fill *generation, err error) {
+	g := c.usableGeneration()
+	if g == nil {
+		c.stats.kvDirect.Add(1)
+		return Webhook{}, false, nil, nil
+	}
+	sc := c.node.scripts.Load()
+	if sc == nil {
+		c.stats.kvDirect.Add(1)
+		return Webhook{}, false, nil, nil
+	}
+	v, err := c.node.reads.read(ctx, sc.read.sha, g.keyPrefix+id)
+	switch {
+	case err == nil:
+		c.redisOK()
+		cfg, found, decErr := c.decodeCached(id, v)
+		switch {
+		case decErr == nil && !found:
+			c.stats.hits.Add(1)
+			return Webhook{}, true, nil, ErrNotFound
+		case decErr == nil:
+			c.stats.hits.Add(1)
+			return cfg, true, nil, nil
+		case errors.Is(decErr, ErrSecretKey):
+			return Webhook{}, true, nil, decErr
+		default:
+			// A value this dispatcher cannot read (a newer format during a
+			// rolling upgrade, or damage): KV is authoritative.
+			c.redisLog.warn(c.log, "unreadable webhook cache entry; reading KV", "integration_id", id, "error", decErr)
+			c.stats.kvDirect.Add(1)
+			return Webhook{}, false, nil, nil
+		}
+	case errors.Is(err, redis.Nil):
+		c.redisOK()
+		c.stats.misses.Add(1)
+		return Webhook{}, false, g, nil
+	case ctx.Err() != nil:
+		return Webhook{}, true, nil, fmt.Errorf("read webhook cache: %w", ctx.Err())
+	case isNoScript(err):
+		// Redis forgot our scripts: it restarted (maybe from an old
+		// snapshot) or failed over. Verify before using it again.
+		c.tryVerifyRedis(ctx)
+		c.stats.kvDirect.Add(1)
+		return Webhook{}, false, nil, nil
+	default:
+		c.redisFailed("read webhook cache", err)
+		c.stats.kvDirect.Add(1)
+		return Webhook{}, false, nil, nil
+	}
+}
+
+// usableGeneration returns the generation to read Redis with, or nil when
+// reads must go to KV: no Redis, generation not confirmed recently, or
+// Redis failing (one caller per RedisRetryInterval probes it again).
+func (c *cache) usableGeneration() *generation {
+	if c.node == nil {
+		return nil
+	}
+	now := c.nanotime()
+	if now > c.leaseUntil.Load() {
+		return nil
+	}
+	if retryAt := c.node.retryAt.Load(); retryAt != 0 {
+		if now < retryAt || !c.node.retryAt.CompareAndSwap(retryAt, now+int64(c.opts.RedisRetryInterval)) {
+			return nil
+		}
+	}
+	return c.gen.Load()
+}
+
+// afterWrite makes a KV write at revision rev visible through the cache
+// before the caller answers: it writes the new value into the generation
+// current after the KV write, or, if Redis cannot take it, moves the
+// generation so that no reader can use what Redis holds.
+func (c *cache) afterWrite(ctx context.Context, id string, rev uint64, payload []byte) error {
+	if c.node == nil {
+		return nil
+	}
+	written := time.Now()
+	g, err := c.readGeneration(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: read cache generation: %w", ErrNotConfirmed, err)
+	}
+	if c.node.retryAt.Load() != 0 && c.nanotime() < c.node.retryAt.Load() {
+		return c.bump(ctx, g, "redis unavailable when a webhook changed")
+	}
+	for attempt := 0; ; attempt++ {
+		res, err := c.casWrite(ctx, g, id, rev, payload, written.Add(c.opts.CacheWriteWindow))
+		switch {
+		case err == nil && res >= 0:
+			c.redisOK()
+			return nil
+		case err == nil:
+			return c.bump(ctx, g, "a webhook cache write arrived after its deadline")
+		case isNoScript(err) && attempt == 0:
+			if g, err = c.verifyRedis(ctx); err != nil {
+				return c.bump(ctx, c.gen.Load(), "redis could not be verified when a webhook changed")
+			}
+			continue
+		default:
+			c.redisFailed("write webhook cache", err)
+			return c.bump(ctx, g, "redis write failed when a webhook changed")
+		}
+	}
+}
+
+// redisFailed opens the fallback to KV for RedisRetryInterval.
+func (c *cache) redisFailed(op string, err error) {
+	c.stats.redisErrors.Add(1)
+	c.node.retryAt.Store(c.nanotime() + int64(c.opts.RedisRetryInterval))
+	c.redisLog.warn(c.log, "redis unavailable; reading webhook configs from KV", "op", op, "error", err)
+}
+
+func (c *cache) redisOK() {
+	if c.node.retryAt.Load() != 0 {
+		c.node.retryAt.Store(0)
+	}
+}
+
+type counters struct {
+	hits, misses, kvDirect, redisErrors, late, bumps atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		CacheHits: c.hits.Load(), CacheMisses: c.misses.Load(),
+		KVDirect: c.kvDirect.Load(), RedisErrors: c.redisErrors.Load(),
+		LateWritesRefused: c.late.Load(), GenerationChanges: c.bumps.Load(),
+	}
+}
+
+// throttle limits a repeated log line to one per interval.
+type throttle struct {
+	every      time.Duration
+	next       atomic.Int64 // unix ns
+	suppressed atomic.Int64
+}
+
+func (t *throttle) warn(log *slog.Logger, msg string, args ...any) {
+	now := time.Now().UnixNano()
+	next := t.next.Load()
+	if now < next || !t.next.CompareAndSwap(next, now+int64(t.every)) {
+		t.suppressed.Add(1)
+		return
+	}
+	if n := t.suppressed.Swap(0); n > 0 {
+		args = append(args, "suppressed_since_last_log", n)
+	}
+	log.Warn(msg, args...)
+}
 
 // Redis holds, under RedisKeyPrefix + "webhooks:" + <generation token> + ":" +
 // <integration id>, the string "<KV revision>:" followed by a payload:
@@ -28,7 +284,7 @@ import (
 
 // readScriptSrc is the hot-path read. It is a script rather than GET so that
 // a restarted Redis answers NOSCRIPT instead of silently serving whatever it
-// restored (see the package comment, case 3).
+// restored (see the package comment in doc.go, case 3).
 const readScriptSrc = `return redis.call('GET', KEYS[1])`
 
 // casScriptSrc writes ARGV[2] (the full value) with TTL ARGV[3] ms into
@@ -84,7 +340,7 @@ var errBadEntry = errors.New("malformed webhook cache entry")
 
 // decodeCached parses a Redis value. found is false for a tombstone. It
 // reads the string in place: the URL shares the value's memory.
-func (s *Store) decodeCached(id, v string) (cfg Webhook, found bool, err error) {
+func (c *cache) decodeCached(id, v string) (cfg Webhook, found bool, err error) {
 	colon := -1
 	for i := 0; i < len(v) && i <= 20; i++ {
 		if v[i] == ':' {
@@ -127,7 +383,7 @@ func (s *Store) decodeCached(id, v string) (cfg Webhook, found bool, err error) 
 		return Webhook{}, false, errBadEntry
 	}
 	url := p[n : n+int(urlLen)]
-	secret, err := s.box.open(id, p[n+int(urlLen):])
+	secret, err := c.box.open(id, p[n+int(urlLen):])
 	if err != nil {
 		return Webhook{}, false, err
 	}
@@ -149,21 +405,21 @@ func be64(s string) uint64 {
 
 // casWrite runs the compare-and-set script: 1 written, 0 a value with an
 // equal or newer revision is there, -1 the deadline had passed.
-func (s *Store) casWrite(ctx context.Context, g *generation, id string, rev uint64, payload []byte, deadline time.Time) (int64, error) {
+func (c *cache) casWrite(ctx context.Context, g *generation, id string, rev uint64, payload []byte, deadline time.Time) (int64, error) {
 	value := make([]byte, 0, 21+len(payload))
 	value = strconv.AppendUint(value, rev, 10)
 	value = append(value, ':')
 	value = append(value, payload...)
 	// ±10 % jitter spreads the expiry of entries written together.
-	ttl := s.opts.CacheTTL - s.opts.CacheTTL/10 + rand.N(s.opts.CacheTTL/5+1)
-	sc := s.scripts.Load()
+	ttl := c.opts.CacheTTL - c.opts.CacheTTL/10 + rand.N(c.opts.CacheTTL/5+1)
+	sc := c.node.scripts.Load()
 	if sc == nil {
 		return 0, errNotVerified
 	}
-	res, err := s.cache.EvalSha(ctx, sc.cas.sha, []string{g.keyPrefix + id},
+	res, err := c.node.client.EvalSha(ctx, sc.cas.sha, []string{g.keyPrefix + id},
 		rev, value, ttl.Milliseconds(), deadline.UnixMilli()).Int64()
 	if err == nil && res < 0 {
-		s.stats.late.Add(1)
+		c.stats.late.Add(1)
 	}
 	return res, err
 }
@@ -171,13 +427,13 @@ func (s *Store) casWrite(ctx context.Context, g *generation, id string, rev uint
 // populate writes what a reader read from KV (revision rev, 0 for absent)
 // into generation g, the one known before the read started at readStart.
 // Its failure only costs a later miss, so it is not returned.
-func (s *Store) populate(ctx context.Context, g *generation, id string, rev uint64, payload []byte, readStart time.Time) {
-	_, err := s.casWrite(ctx, g, id, rev, payload, readStart.Add(s.opts.CacheWriteWindow))
+func (c *cache) populate(ctx context.Context, g *generation, id string, rev uint64, payload []byte, readStart time.Time) {
+	_, err := c.casWrite(ctx, g, id, rev, payload, readStart.Add(c.opts.CacheWriteWindow))
 	switch {
 	case err == nil, ctx.Err() != nil:
 	case isNoScript(err):
-		s.tryVerifyRedis(ctx)
+		c.tryVerifyRedis(ctx)
 	default:
-		s.redisFailed("populate webhook cache", err)
+		c.redisFailed("populate webhook cache", err)
 	}
 }

@@ -12,12 +12,12 @@ import (
 // fuzzKey is a fixed AES-256 key for the fuzz targets.
 var fuzzKey = bytes.Repeat([]byte{7}, SecretKeyLen)
 
-func fuzzStore(tb testing.TB) *Store {
+func fuzzCache(tb testing.TB) *cache {
 	box, err := newSecretBox(fuzzKey)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &Store{box: box}
+	return &cache{box: box}
 }
 
 // FuzzDecodeCached feeds decodeCached arbitrary Redis values: Redis is
@@ -25,14 +25,14 @@ func fuzzStore(tb testing.TB) *Store {
 // version, so its bytes are not trusted to be well-formed. It must never
 // panic, must answer a config, a tombstone or an error, and anything it
 // returns as a config must be backed by the value: the URL is a piece of
-// it and the secret decrypted under this store's key and integration id.
+// it and the secret decrypted under this cache's key and integration id.
 func FuzzDecodeCached(f *testing.F) {
-	s := fuzzStore(f)
+	c := fuzzCache(f)
 	id := "0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c01"
 	cfg := Webhook{IntegrationID: id, Settings: Settings{Enabled: true, URL: "https://hooks.example.com/in?x=1",
 		Events: []string{"file_scan.completed"}}, Secret: "whsec_" + strings.Repeat("A", 43),
 		CreatedAt: time.UnixMilli(1773059696000).UTC(), UpdatedAt: time.UnixMilli(1773059697000).UTC()}
-	valid := "42:" + string(encodePayload(cfg, s.box.seal(id, cfg.Secret)))
+	valid := "42:" + string(encodePayload(cfg, c.box.seal(id, cfg.Secret)))
 	f.Add(id, valid)
 	f.Add(id, "7:T")
 	f.Add(id, "0:T")
@@ -47,7 +47,7 @@ func FuzzDecodeCached(f *testing.F) {
 	f.Add(id, "")
 	f.Add(id, "123456789012345678901:T")
 	f.Fuzz(func(t *testing.T, id, v string) {
-		got, found, err := s.decodeCached(id, v)
+		got, found, err := c.decodeCached(id, v)
 		switch {
 		case err != nil:
 			if found {
@@ -77,7 +77,7 @@ func FuzzDecodeCached(f *testing.F) {
 // FuzzCachedEntryRoundTrip: every configuration the store can write to
 // Redis reads back identical.
 func FuzzCachedEntryRoundTrip(f *testing.F) {
-	s := fuzzStore(f)
+	c := fuzzCache(f)
 	f.Add(uint64(1), true, uint8(7), int64(1773059696000), int64(1773059697000), "https://hooks.example.com/in", "whsec_x")
 	f.Add(uint64(0), false, uint8(0), int64(0), int64(-1), "", "")
 	f.Add(uint64(1<<63), true, uint8(255), int64(-62135596800000), int64(253402300799999), strings.Repeat("é", 300), "\x00")
@@ -85,8 +85,8 @@ func FuzzCachedEntryRoundTrip(f *testing.F) {
 		id := "0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c01"
 		want := Webhook{IntegrationID: id, Settings: Settings{Enabled: enabled, URL: url, Events: eventsFromMask(mask)},
 			Secret: secret, Revision: rev, CreatedAt: time.UnixMilli(createdMs).UTC(), UpdatedAt: time.UnixMilli(updatedMs).UTC()}
-		v := strconv.FormatUint(rev, 10) + ":" + string(encodePayload(want, s.box.seal(id, secret)))
-		got, found, err := s.decodeCached(id, v)
+		v := strconv.FormatUint(rev, 10) + ":" + string(encodePayload(want, c.box.seal(id, secret)))
+		got, found, err := c.decodeCached(id, v)
 		if err != nil || !found {
 			t.Fatalf("decode of an encoded entry: found=%v err=%v", found, err)
 		}

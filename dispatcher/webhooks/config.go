@@ -1,8 +1,6 @@
 package webhooks
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -98,42 +96,4 @@ func eventsFromMask(mask uint8) []string {
 		}
 	}
 	return events
-}
-
-// recordFormat versions the KV value layout.
-const recordFormat = 1
-
-// record is the KV value of one integration: readable JSON (an operator can
-// `nats kv get` it), with the secret only in its encrypted text form.
-type record struct {
-	Format    int       `json:"format"`
-	Enabled   bool      `json:"enabled"`
-	URL       string    `json:"url"`
-	Events    []string  `json:"events"`
-	Secret    string    `json:"secret"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-}
-
-func decodeRecord(b []byte) (record, error) {
-	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return record{}, fmt.Errorf("decode webhook record: %w", err)
-	}
-	if r.Format != recordFormat {
-		return record{}, fmt.Errorf("decode webhook record: unknown format %d (this dispatcher reads format %d)", r.Format, recordFormat)
-	}
-	if r.Secret == "" {
-		return record{}, errors.New("decode webhook record: no secret")
-	}
-	return r, nil
-}
-
-func (r record) encode() []byte {
-	b, err := json.Marshal(r)
-	if err != nil {
-		// Only strings, bools and times: marshalling cannot fail.
-		panic(fmt.Sprintf("encode webhook record: %v", err))
-	}
-	return b
 }

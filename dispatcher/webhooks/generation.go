@@ -1,8 +1,8 @@
 package webhooks
 
-// The cache generation: its KV record, how a Store learns it (watcher and
+// The cache generation: its KV record, how the cache learns it (watcher and
 // lease), how writers move it, and how a restarted Redis is detected. The
-// reasoning is in the package comment (store.go).
+// reasoning is in the package comment (doc.go).
 
 import (
 	"context"
@@ -24,6 +24,11 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
+// generationKey is the reserved KV key of the cache generation. It contains
+// '_' and '.', which validID refuses, so no integration id can collide with
+// it.
+const generationKey = "_cache.generation"
+
 // genRecord is the KV value under generationKey.
 type genRecord struct {
 	Token string `json:"token"`
@@ -39,7 +44,7 @@ func (r genRecord) encode() []byte {
 	return b
 }
 
-// generation is what a Store knows about the current cache generation.
+// generation is what the cache knows about the current generation.
 type generation struct {
 	rev       uint64
 	rec       genRecord
@@ -48,16 +53,16 @@ type generation struct {
 
 // adopt makes (rev, rec) the known generation unless a newer one is known,
 // and returns the one known afterwards.
-func (s *Store) adopt(rev uint64, rec genRecord) *generation {
-	next := &generation{rev: rev, rec: rec, keyPrefix: s.opts.RedisKeyPrefix + "webhooks:" + rec.Token + ":"}
+func (c *cache) adopt(rev uint64, rec genRecord) *generation {
+	next := &generation{rev: rev, rec: rec, keyPrefix: c.opts.RedisKeyPrefix + "webhooks:" + rec.Token + ":"}
 	for {
-		cur := s.gen.Load()
+		cur := c.gen.Load()
 		if cur != nil && cur.rev >= rev {
 			return cur
 		}
-		if s.gen.CompareAndSwap(cur, next) {
+		if c.gen.CompareAndSwap(cur, next) {
 			if cur != nil {
-				s.log.Info("webhook cache generation changed", "revision", rev, "reason", rec.Reason)
+				c.log.Info("webhook cache generation changed", "revision", rev, "reason", rec.Reason)
 			}
 			return next
 		}
@@ -66,19 +71,19 @@ func (s *Store) adopt(rev uint64, rec genRecord) *generation {
 
 // readGeneration reads the generation from KV (creating it if missing) and
 // adopts it.
-func (s *Store) readGeneration(ctx context.Context) (*generation, error) {
+func (c *cache) readGeneration(ctx context.Context) (*generation, error) {
 	for range maxWriteAttempts {
-		e, err := s.kv.Get(ctx, generationKey)
+		e, err := c.kv.Get(ctx, generationKey)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			rec := genRecord{Token: newToken(), Reason: "created", At: time.Now().UTC()}
-			rev, err := s.kv.Create(ctx, generationKey, rec.encode())
+			rev, err := c.kv.Create(ctx, generationKey, rec.encode())
 			if isConflict(err) {
 				continue
 			}
 			if err != nil {
 				return nil, fmt.Errorf("create cache generation: %w", err)
 			}
-			return s.adopt(rev, rec), nil
+			return c.adopt(rev, rec), nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read cache generation: %w", err)
@@ -87,16 +92,16 @@ func (s *Store) readGeneration(ctx context.Context) (*generation, error) {
 		if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Token == "" {
 			// Damaged: replacing it with a fresh token is always safe.
 			rec = genRecord{Token: newToken(), Reason: "replaced an unreadable generation record", At: time.Now().UTC()}
-			rev, err := s.kv.Update(ctx, generationKey, rec.encode(), e.Revision())
+			rev, err := c.kv.Update(ctx, generationKey, rec.encode(), e.Revision())
 			if isConflict(err) {
 				continue
 			}
 			if err != nil {
 				return nil, fmt.Errorf("replace cache generation: %w", err)
 			}
-			return s.adopt(rev, rec), nil
+			return c.adopt(rev, rec), nil
 		}
-		return s.adopt(e.Revision(), rec), nil
+		return c.adopt(e.Revision(), rec), nil
 	}
 	return nil, fmt.Errorf("read cache generation: %w", ErrConflict)
 }
@@ -104,7 +109,7 @@ func (s *Store) readGeneration(ctx context.Context) (*generation, error) {
 // bump replaces the generation read as from (after the caller's KV write)
 // with a new token. If someone else replaced it since, that also
 // invalidates everything cached before the caller's write.
-func (s *Store) bump(ctx context.Context, from *generation, reason string) error {
+func (c *cache) bump(ctx context.Context, from *generation, reason string) error {
 	for attempt := range 3 {
 		if attempt > 0 {
 			select {
@@ -114,18 +119,18 @@ func (s *Store) bump(ctx context.Context, from *generation, reason string) error
 			}
 		}
 		rec := genRecord{Token: newToken(), RedisRunID: from.rec.RedisRunID, Reason: reason, At: time.Now().UTC()}
-		rev, err := s.kv.Update(ctx, generationKey, rec.encode(), from.rev)
+		rev, err := c.kv.Update(ctx, generationKey, rec.encode(), from.rev)
 		if err == nil {
-			s.stats.bumps.Add(1)
-			s.adopt(rev, rec)
-			s.log.Warn("webhook cache generation moved: entries cached before are ignored", "reason", reason, "revision", rev)
+			c.stats.bumps.Add(1)
+			c.adopt(rev, rec)
+			c.log.Warn("webhook cache generation moved: entries cached before are ignored", "reason", reason, "revision", rev)
 			return nil
 		}
 		if !isConflict(err) {
-			s.log.Error("move webhook cache generation", "error", err)
+			c.log.Error("move webhook cache generation", "error", err)
 			continue
 		}
-		g, err := s.readGeneration(ctx)
+		g, err := c.readGeneration(ctx)
 		if err != nil {
 			continue
 		}
@@ -137,16 +142,16 @@ func (s *Store) bump(ctx context.Context, from *generation, reason string) error
 	return fmt.Errorf("%w: the cache generation could not be moved", ErrNotConfirmed)
 }
 
-// watch keeps the store's knowledge of the cache generation current until
+// watch keeps the cache's knowledge of the cache generation current until
 // ctx ends: a KV watcher adopts new generations as they are written, and a
 // direct read every GenerationRefresh confirms it (the lease that allows
 // Redis reads).
-func (s *Store) watch(ctx context.Context) {
-	if _, err := s.verifyRedis(ctx); err != nil && ctx.Err() == nil {
-		s.redisLog.warn(s.log, "verify Redis at start; reading KV until it answers", "error", err)
+func (c *cache) watch(ctx context.Context) {
+	if _, err := c.verifyRedis(ctx); err != nil && ctx.Err() == nil {
+		c.redisLog.warn(c.log, "verify Redis at start; reading KV until it answers", "error", err)
 	}
-	s.refresh(ctx)
-	ticker := time.NewTicker(s.opts.GenerationRefresh)
+	c.refresh(ctx)
+	ticker := time.NewTicker(c.opts.GenerationRefresh)
 	defer ticker.Stop()
 	var w jetstream.KeyWatcher
 	defer func() {
@@ -157,10 +162,10 @@ func (s *Store) watch(ctx context.Context) {
 	for {
 		if w == nil {
 			var err error
-			if w, err = s.kv.Watch(ctx, generationKey); err != nil {
+			if w, err = c.kv.Watch(ctx, generationKey); err != nil {
 				w = nil
 				if ctx.Err() == nil {
-					s.log.Warn("watch webhook cache generation; retrying", "error", err)
+					c.log.Warn("watch webhook cache generation; retrying", "error", err)
 				}
 			}
 		}
@@ -172,18 +177,18 @@ func (s *Store) watch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			s.refresh(ctx)
+			c.refresh(ctx)
 		case e, ok := <-updates:
 			switch {
 			case !ok:
 				w = nil
 			case e == nil: // end of the initial replay
 			case e.Operation() != jetstream.KeyValuePut:
-				_, _ = s.readGeneration(ctx) // deleted: create a new one
+				_, _ = c.readGeneration(ctx) // deleted: create a new one
 			default:
 				var rec genRecord
 				if err := json.Unmarshal(e.Value(), &rec); err == nil && rec.Token != "" {
-					s.adopt(e.Revision(), rec)
+					c.adopt(e.Revision(), rec)
 				}
 			}
 		}
@@ -192,47 +197,34 @@ func (s *Store) watch(ctx context.Context) {
 
 // refresh confirms the generation with a direct read and extends the lease
 // from the moment the read started.
-func (s *Store) refresh(ctx context.Context) {
-	start := s.nanotime()
-	ctx, cancel := context.WithTimeout(ctx, s.opts.GenerationLease)
+func (c *cache) refresh(ctx context.Context) {
+	start := c.nanotime()
+	ctx, cancel := context.WithTimeout(ctx, c.opts.GenerationLease)
 	defer cancel()
-	e, err := s.kv.Get(ctx, generationKey)
+	e, err := c.kv.Get(ctx, generationKey)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			_, err = s.readGeneration(ctx)
+			_, err = c.readGeneration(ctx)
 		}
 		if err != nil && ctx.Err() == nil {
-			s.genLog.warn(s.log, "confirm webhook cache generation; reading KV until it succeeds", "error", err)
+			c.genLog.warn(c.log, "confirm webhook cache generation; reading KV until it succeeds", "error", err)
 		}
 		return
 	}
 	var rec genRecord
 	if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Token == "" {
-		_, _ = s.readGeneration(ctx) // replaces it
+		_, _ = c.readGeneration(ctx) // replaces it
 		return
 	}
-	if g := s.adopt(e.Revision(), rec); g.rev == e.Revision() {
-		s.leaseUntil.Store(start + int64(s.opts.GenerationLease))
+	if g := c.adopt(e.Revision(), rec); g.rev == e.Revision() {
+		c.leaseUntil.Store(start + int64(c.opts.GenerationLease))
 	} else {
 		// A newer generation is known than KV just returned: either this
 		// read raced with a change (the next refresh confirms), or the
 		// bucket was recreated and revisions went backwards (then Redis is
 		// not used again until the dispatcher restarts).
-		s.genLog.warn(s.log, "webhook cache generation in KV is older than the one known; not extending the cache lease",
+		c.genLog.warn(c.log, "webhook cache generation in KV is older than the one known; not extending the cache lease",
 			"known_revision", g.rev, "kv_revision", e.Revision())
-	}
-}
-
-// redisFailed opens the fallback to KV for RedisRetryInterval.
-func (s *Store) redisFailed(op string, err error) {
-	s.stats.redisErrors.Add(1)
-	s.redisRetryAt.Store(s.nanotime() + int64(s.opts.RedisRetryInterval))
-	s.redisLog.warn(s.log, "redis unavailable; reading webhook configs from KV", "op", op, "error", err)
-}
-
-func (s *Store) redisOK() {
-	if s.redisRetryAt.Load() != 0 {
-		s.redisRetryAt.Store(0)
 	}
 }
 
@@ -245,13 +237,13 @@ func isNoScript(err error) bool {
 }
 
 // tryVerifyRedis verifies Redis unless another call is already doing it.
-func (s *Store) tryVerifyRedis(ctx context.Context) {
-	if !s.verifyMu.TryLock() {
+func (c *cache) tryVerifyRedis(ctx context.Context) {
+	if !c.node.verifyMu.TryLock() {
 		return
 	}
-	defer s.verifyMu.Unlock()
-	if _, err := s.verifyRedisLocked(ctx); err != nil && ctx.Err() == nil {
-		s.redisFailed("verify redis", err)
+	defer c.node.verifyMu.Unlock()
+	if _, err := c.verifyRedisLocked(ctx); err != nil && ctx.Err() == nil {
+		c.redisFailed("verify redis", err)
 	}
 }
 
@@ -260,27 +252,27 @@ func (s *Store) tryVerifyRedis(ctx context.Context) {
 // scripts there, tagged with its run_id. It is the only place scripts are
 // loaded: their absence (NOSCRIPT) is how a restarted or failed-over Redis
 // is noticed.
-func (s *Store) verifyRedis(ctx context.Context) (*generation, error) {
-	s.verifyMu.Lock()
-	defer s.verifyMu.Unlock()
-	return s.verifyRedisLocked(ctx)
+func (c *cache) verifyRedis(ctx context.Context) (*generation, error) {
+	c.node.verifyMu.Lock()
+	defer c.node.verifyMu.Unlock()
+	return c.verifyRedisLocked(ctx)
 }
 
-func (s *Store) verifyRedisLocked(ctx context.Context) (*generation, error) {
+func (c *cache) verifyRedisLocked(ctx context.Context) (*generation, error) {
 	for range 3 {
-		runID, err := s.redisRunID(ctx)
+		runID, err := c.redisRunID(ctx)
 		if err != nil {
 			return nil, err
 		}
-		g, err := s.readGeneration(ctx)
+		g, err := c.readGeneration(ctx)
 		if err != nil {
 			return nil, err
 		}
 		for g.rec.RedisRunID != runID {
 			rec := genRecord{Token: newToken(), RedisRunID: runID, Reason: "redis restarted, failed over or was first seen (new run_id)", At: time.Now().UTC()}
-			rev, err := s.kv.Update(ctx, generationKey, rec.encode(), g.rev)
+			rev, err := c.kv.Update(ctx, generationKey, rec.encode(), g.rev)
 			if isConflict(err) {
-				if g, err = s.readGeneration(ctx); err != nil {
+				if g, err = c.readGeneration(ctx); err != nil {
 					return nil, err
 				}
 				continue
@@ -288,16 +280,16 @@ func (s *Store) verifyRedisLocked(ctx context.Context) (*generation, error) {
 			if err != nil {
 				return nil, fmt.Errorf("move cache generation for a new redis: %w", err)
 			}
-			s.stats.bumps.Add(1)
-			g = s.adopt(rev, rec)
-			s.log.Warn("webhook cache generation moved", "reason", rec.Reason, "revision", rev)
+			c.stats.bumps.Add(1)
+			g = c.adopt(rev, rec)
+			c.log.Warn("webhook cache generation moved", "reason", rec.Reason, "revision", rev)
 		}
 		set := &scriptSet{
-			read: newScript(readScriptSrc, s.opts.RedisKeyPrefix, runID),
-			cas:  newScript(casScriptSrc, s.opts.RedisKeyPrefix, runID),
+			read: newScript(readScriptSrc, c.opts.RedisKeyPrefix, runID),
+			cas:  newScript(casScriptSrc, c.opts.RedisKeyPrefix, runID),
 		}
 		for _, sc := range []script{set.read, set.cas} {
-			sha, err := s.cache.ScriptLoad(ctx, sc.src).Result()
+			sha, err := c.node.client.ScriptLoad(ctx, sc.src).Result()
 			if err != nil {
 				return nil, fmt.Errorf("load redis script: %w", err)
 			}
@@ -307,20 +299,20 @@ func (s *Store) verifyRedisLocked(ctx context.Context) (*generation, error) {
 		}
 		// The scripts must not outlive a restart that happened during the
 		// check (they would hide it): confirm the process did not change.
-		after, err := s.redisRunID(ctx)
+		after, err := c.redisRunID(ctx)
 		if err != nil {
 			return nil, err
 		}
 		if after == runID {
-			s.scripts.Store(set)
+			c.node.scripts.Store(set)
 			return g, nil
 		}
 	}
 	return nil, errors.New("verify redis: the redis process kept changing")
 }
 
-func (s *Store) redisRunID(ctx context.Context) (string, error) {
-	info, err := s.cache.Info(ctx, "server").Result()
+func (c *cache) redisRunID(ctx context.Context) (string, error) {
+	info, err := c.node.client.Info(ctx, "server").Result()
 	if err != nil {
 		return "", fmt.Errorf("read redis run_id: %w", err)
 	}

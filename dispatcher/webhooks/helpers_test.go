@@ -87,7 +87,7 @@ func (e *testEnv) newStore(t testing.TB, rdb *redis.Client, prefix string, opts 
 	t.Cleanup(s.Close)
 	if rdb != nil && rdb.Ping(context.Background()).Err() == nil {
 		testinfra.WaitFor(t, 10*time.Second, "the store to confirm the cache generation", func() bool {
-			return s.cacheGeneration() != nil
+			return s.cache.usableGeneration() != nil
 		})
 	}
 	return s
@@ -140,7 +140,7 @@ func sameConfig(t testing.TB, what string, got, want Webhook) {
 // generation ("" when absent).
 func rawCacheValue(t testing.TB, s *Store, rdb *redis.Client, id string) string {
 	t.Helper()
-	g := s.gen.Load()
+	g := s.cache.gen.Load()
 	if g == nil {
 		t.Fatal("store knows no generation")
 	}

@@ -1,83 +1,3 @@
-// Package webhooks keeps each integration's webhook configuration: JetStream
-// KV is the source of truth, Redis is a shared read cache that every
-// dispatcher reads on every delivery attempt, and secrets are encrypted at
-// rest in both (see secretbox.go).
-//
-// # Why the cache can never serve a stale configuration
-//
-// The contract (docs/contract.md, Configuration at attempt time) promises
-// that once the API has answered a change, no attempt that starts
-// afterwards, on any dispatcher, uses the old setting. A read-through cache
-// breaks that promise in four ways unless each is closed:
-//
-//  1. A slow reader populates an old value after a newer write. Every Redis
-//     value carries the KV revision it was built from, and every write to
-//     Redis is a Lua compare-and-set that only replaces a value with a lower
-//     revision. Deletes write a tombstone instead of DEL (its revision is
-//     the deleted revision + 1: above every value of that key, below any
-//     re-creation). A key KV has never held is cached as a tombstone of
-//     revision 0, which any real write overrides.
-//  2. A writer cannot reach Redis (outage or partition) and the old entry
-//     is still there when Redis is reachable again. Redis keys contain a
-//     cache generation, a random token kept in KV under a reserved key
-//     (generationKey, which no integration id can equal). A writer that
-//     fails to update Redis after its KV write replaces the token before it
-//     answers, so every entry cached before is unreachable. Writers always
-//     read the token from KV after their own KV write, so they update the
-//     generation that is current after the write.
-//  3. Redis loses acknowledged writes: a restart from an older RDB/AOF
-//     snapshot, or a failover to a replica that missed the last writes
-//     (Sentinel promotes a replica that replicates asynchronously). All
-//     Redis calls are EVALSHA of our scripts, and the scripts carry the
-//     run_id of the Redis process they were loaded into, so the first call
-//     against any other process fails with NOSCRIPT: a restarted one has
-//     forgotten every script, a replica never had ours (Redis 7 does not
-//     replicate SCRIPT LOAD), and a primary that Sentinel demoted without a
-//     restart, which keeps its script cache through the resync and may be
-//     promoted again later while behind, has only scripts tagged with its
-//     own run_id, not the current process's. Scripts are only (re)loaded
-//     after comparing the server's run_id with the one recorded next to
-//     the generation; a different run_id moves the generation first.
-//  4. A write lands in Redis long after its KV read (a stalled process or
-//     a TCP retransmission), after the newer entry that guarded it expired.
-//     Every compare-and-set carries a deadline (read start + CacheWriteWindow)
-//     that the script checks against the Redis clock, and CacheTTL is far
-//     longer than that window (clock skew between hosts must stay below
-//     CacheTTL - CacheWriteWindow; with a skew the other way writes are
-//     refused and reads fall back to KV, which is slow but correct).
-//
-// A reader that misses populates only the generation it knew before its KV
-// read, so a populate can never land in a generation created after the
-// write it missed. Every Store learns the generation from a KV watcher
-// (milliseconds), started by New and stopped by Close, and confirms it with
-// a direct KV read every GenerationRefresh. It uses Redis only while that
-// confirmation is younger than GenerationLease; otherwise it reads KV
-// directly, as it does before it first knows the generation.
-//
-// Residual window, stated honestly: when a writer could not reach Redis but
-// a reader can, the reader may read an entry of the old generation until its
-// watcher delivers the new token: normally milliseconds, at most
-// GenerationRefresh + one KV round trip if the watcher lags, and at most
-// GenerationLease if NATS is unreachable from the reader (then it reads KV,
-// which fails, and the attempt is retried later). The same bound holds for
-// other dispatchers after a Redis restart detected by one of them (case 3).
-// If the KV write succeeds but neither Redis nor the generation can be
-// updated, the write returns ErrNotConfirmed: the API answers 503, so the
-// promise (which starts at a successful answer) is not broken, but the cache
-// may serve the previous value until CacheTTL or a successful retry.
-//
-// The argument assumes a KV read sees every write acknowledged before it
-// started. That holds for a bucket with one replica (natsinfra's default),
-// and for replicated buckets because provisioning turns their direct gets
-// off (natsinfra.Options.LeaderReads): reads are answered by the bucket's
-// leader, which acknowledged the write, not by a follower that may lag.
-// Two windows remain with replicated buckets: a process that opened the
-// bucket while another one was changing its settings may keep direct gets
-// until it restarts (see natsinfra's provisionBucket), and right after a
-// leader change a read can reach a new leader that has not yet applied
-// the last writes it holds: a read that falls back to KV in that moment
-// can return the older value, and if the generation moves at that moment,
-// cache it until the next write or CacheTTL.
 package webhooks
 
 import (
@@ -85,16 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/blazelock/webhooks/dispatcher/sign"
 )
 
 var (
@@ -149,12 +63,6 @@ type Options struct {
 
 const (
 	defaultKeyPrefix = "blazelock:"
-	// generationKey is the reserved KV key of the cache generation. It
-	// contains '_' and '.', which validID refuses, so no integration id can
-	// collide with it.
-	generationKey = "_cache.generation"
-	// maxWriteAttempts bounds the optimistic-concurrency loop of a write.
-	maxWriteAttempts = 16
 	maxIDLen         = 128
 )
 
@@ -194,46 +102,24 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// Store reads and writes webhook configurations. It is safe for concurrent
-// use. With a Redis client it runs a background watcher of the cache
-// generation, started by New and stopped by Close.
+// Store reads and writes webhook configurations: the records in KV, read
+// through the Redis cache (see the package comment). It is safe for
+// concurrent use. With a Redis client it runs a background watcher of the
+// cache generation, started by New and stopped by Close.
 type Store struct {
-	kv    jetstream.KeyValue
-	cache *redis.Client
-	box   *secretBox
-	log   *slog.Logger
-	opts  Options
-
-	// scripts were loaded into the Redis process verified last (nil
-	// before the first verification): their SHAs name that process.
-	scripts atomic.Pointer[scriptSet]
-	reads   *readBatcher // nil without Redis
-
-	gen        atomic.Pointer[generation]
-	clockBase  time.Time    // monotonic base of the nanosecond clocks below
-	leaseUntil atomic.Int64 // Redis reads allowed until (ns since clockBase)
-	// redisRetryAt is 0 while Redis is healthy; after an error, reads skip
-	// Redis until this time, then one caller probes it.
-	redisRetryAt atomic.Int64
-	verifyMu     sync.Mutex
-
-	redisLog, genLog throttle
-	stats            counters
-
-	stopWatcher context.CancelFunc
-	watcherDone chan struct{}
-	closeOnce   sync.Once
+	records *records
+	cache   *cache
 }
 
 // New returns a Store over the webhooks KV bucket (natsinfra.WebhooksBucket).
-// cache may be nil: then every read goes to KV (a warning is logged once).
-// With a cache, New starts the generation watcher (see the package comment);
+// rdb may be nil: then every read goes to KV (a warning is logged once).
+// With Redis, New starts the generation watcher (see the package comment);
 // reads go to KV until it has confirmed the generation, normally within one
 // KV round trip. Call Close to stop it.
 // The Redis client should have short timeouts (DialTimeout/ReadTimeout in
 // the hundreds of milliseconds, ContextTimeoutEnabled), because a slow Redis
 // slows every delivery until its first error opens the fallback to KV.
-func New(kv jetstream.KeyValue, cache *redis.Client, opts Options) (*Store, error) {
+func New(kv jetstream.KeyValue, rdb *redis.Client, opts Options) (*Store, error) {
 	if kv == nil {
 		return nil, errors.New("new webhook store: nil KV bucket")
 	}
@@ -245,45 +131,22 @@ func New(kv jetstream.KeyValue, cache *redis.Client, opts Options) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("new webhook store: %w", err)
 	}
-	s := &Store{
-		kv:        kv,
-		cache:     cache,
-		box:       box,
-		log:       opts.Logger.With("component", "webhooks"),
-		opts:      opts,
-		clockBase: time.Now(),
+	log := opts.Logger.With("component", "webhooks")
+	if rdb == nil {
+		log.Warn("no Redis configured: every webhook lookup reads JetStream KV")
 	}
-	s.redisLog.every = opts.RedisErrorLogInterval
-	s.genLog.every = opts.RedisErrorLogInterval
-	if cache == nil {
-		s.log.Warn("no Redis configured: every webhook lookup reads JetStream KV")
-	}
-	s.log.Info("webhook store ready", "secret_key_id", box.KeyID(), "redis", cache != nil)
-	if cache != nil {
-		s.reads = newReadBatcher(cache)
-		ctx, cancel := context.WithCancel(context.Background())
-		s.stopWatcher, s.watcherDone = cancel, make(chan struct{})
-		go func() {
-			defer close(s.watcherDone)
-			s.watch(ctx)
-		}()
-	}
-	return s, nil
+	log.Info("webhook store ready", "secret_key_id", box.KeyID(), "redis", rdb != nil)
+	return &Store{
+		records: &records{kv: kv, box: box},
+		cache:   newCache(kv, rdb, box, opts, log),
+	}, nil
 }
 
 // Close stops the generation watcher and waits for it. Reads and writes
 // keep working afterwards, but reads fall back to KV once the last
 // confirmation of the generation expires. It does not close the KV bucket
 // or the Redis client, which the caller owns.
-func (s *Store) Close() {
-	s.closeOnce.Do(func() {
-		if s.stopWatcher != nil {
-			s.stopWatcher()
-			<-s.watcherDone
-			s.reads.close()
-		}
-	})
-}
+func (s *Store) Close() { s.cache.close() }
 
 // validID accepts ids usable as KV keys and Redis key parts without
 // escaping: letters, digits and '-'. Integration ids are UUIDs.
@@ -308,22 +171,8 @@ func invalidID(id string) error {
 // configuration, sorted. It lists the bucket's keys: meant for an
 // operator's index page, not for a hot path.
 func (s *Store) IDs(ctx context.Context) ([]string, error) {
-	lister, err := s.kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list webhook keys: %w", err)
-	}
-	var ids []string
-	for k := range lister.Keys() {
-		if validID(k) { // not the reserved generation key
-			ids = append(ids, k)
-		}
-	}
-	slices.Sort(ids)
-	return ids, nil
+	return s.records.ids(ctx)
 }
-
-// nanotime is a monotonic clock in ns since the store was created.
-func (s *Store) nanotime() int64 { return int64(time.Since(s.clockBase)) }
 
 // Get returns the configuration of integrationID, or ErrNotFound. It is the
 // delivery hot path: on a cache hit it makes one Redis round trip, shared
@@ -332,69 +181,11 @@ func (s *Store) Get(ctx context.Context, integrationID string) (Webhook, error) 
 	if !validID(integrationID) {
 		return Webhook{}, invalidID(integrationID)
 	}
-	g := s.cacheGeneration()
-	sc := s.scripts.Load()
-	if g == nil || sc == nil {
-		s.stats.kvDirect.Add(1)
-		return s.getKV(ctx, integrationID, nil)
+	cfg, answered, fill, err := s.cache.get(ctx, integrationID)
+	if answered {
+		return cfg, err
 	}
-	v, err := s.reads.read(ctx, sc.read.sha, g.keyPrefix+integrationID)
-	switch {
-	case err == nil:
-		s.redisOK()
-		cfg, found, decErr := s.decodeCached(integrationID, v)
-		switch {
-		case decErr == nil && !found:
-			s.stats.hits.Add(1)
-			return Webhook{}, ErrNotFound
-		case decErr == nil:
-			s.stats.hits.Add(1)
-			return cfg, nil
-		case errors.Is(decErr, ErrSecretKey):
-			return Webhook{}, decErr
-		default:
-			// A value this dispatcher cannot read (a newer format during a
-			// rolling upgrade, or damage): KV is authoritative.
-			s.redisLog.warn(s.log, "unreadable webhook cache entry; reading KV", "integration_id", integrationID, "error", decErr)
-			s.stats.kvDirect.Add(1)
-			return s.getKV(ctx, integrationID, nil)
-		}
-	case errors.Is(err, redis.Nil):
-		s.redisOK()
-		s.stats.misses.Add(1)
-		return s.getKV(ctx, integrationID, g)
-	case ctx.Err() != nil:
-		return Webhook{}, fmt.Errorf("read webhook cache: %w", ctx.Err())
-	case isNoScript(err):
-		// Redis forgot our scripts: it restarted (maybe from an old
-		// snapshot) or failed over. Verify before using it again.
-		s.tryVerifyRedis(ctx)
-		s.stats.kvDirect.Add(1)
-		return s.getKV(ctx, integrationID, nil)
-	default:
-		s.redisFailed("read webhook cache", err)
-		s.stats.kvDirect.Add(1)
-		return s.getKV(ctx, integrationID, nil)
-	}
-}
-
-// cacheGeneration returns the generation to read Redis with, or nil when
-// reads must go to KV: no Redis, generation not confirmed recently, or
-// Redis failing (one caller per RedisRetryInterval probes it again).
-func (s *Store) cacheGeneration() *generation {
-	if s.cache == nil {
-		return nil
-	}
-	now := s.nanotime()
-	if now > s.leaseUntil.Load() {
-		return nil
-	}
-	if retryAt := s.redisRetryAt.Load(); retryAt != 0 {
-		if now < retryAt || !s.redisRetryAt.CompareAndSwap(retryAt, now+int64(s.opts.RedisRetryInterval)) {
-			return nil
-		}
-	}
-	return s.gen.Load()
+	return s.getKV(ctx, integrationID, fill)
 }
 
 // getKV reads KV; with a non-nil g it then populates Redis in generation g,
@@ -402,51 +193,20 @@ func (s *Store) cacheGeneration() *generation {
 // generation that existed when its data was read).
 func (s *Store) getKV(ctx context.Context, id string, g *generation) (Webhook, error) {
 	readStart := time.Now()
-	e, err := s.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	cfg, sealed, err := s.records.get(ctx, id)
+	if errors.Is(err, ErrNotFound) {
 		if g != nil {
-			s.populate(ctx, g, id, 0, tombstonePayload, readStart)
+			s.cache.populate(ctx, g, id, 0, tombstonePayload, readStart)
 		}
 		return Webhook{}, ErrNotFound
 	}
 	if err != nil {
-		return Webhook{}, fmt.Errorf("read webhook %s from KV: %w", id, err)
-	}
-	rec, err := decodeRecord(e.Value())
-	if err != nil {
-		return Webhook{}, fmt.Errorf("read webhook %s: %w", id, err)
-	}
-	cfg, sealed, err := s.configFromRecord(id, e.Revision(), rec)
-	if err != nil {
 		return Webhook{}, err
 	}
 	if g != nil {
-		s.populate(ctx, g, id, e.Revision(), encodePayload(cfg, sealed), readStart)
+		s.cache.populate(ctx, g, id, cfg.Revision, encodePayload(cfg, sealed), readStart)
 	}
 	return cfg, nil
-}
-
-func (s *Store) configFromRecord(id string, rev uint64, r record) (Webhook, []byte, error) {
-	sealed, err := textToSealed(r.Secret)
-	if err != nil {
-		return Webhook{}, nil, fmt.Errorf("integration %s: %w", id, err)
-	}
-	secret, err := s.box.open(id, string(sealed))
-	if err != nil {
-		return Webhook{}, nil, err
-	}
-	mask, err := eventMask(r.Events)
-	if err != nil {
-		return Webhook{}, nil, fmt.Errorf("read webhook %s: %w", id, err)
-	}
-	return Webhook{
-		IntegrationID: id,
-		Settings:      Settings{Enabled: r.Enabled, URL: r.URL, Events: eventsFromMask(mask)},
-		Secret:        secret,
-		Revision:      rev,
-		CreatedAt:     r.CreatedAt.UTC(),
-		UpdatedAt:     r.UpdatedAt.UTC(),
-	}, sealed, nil
 }
 
 // Put creates or replaces the settings of integrationID. The secret is
@@ -460,63 +220,14 @@ func (s *Store) Put(ctx context.Context, integrationID string, set Settings) (cf
 	if err != nil {
 		return Webhook{}, false, err
 	}
-	for attempt := range maxWriteAttempts {
-		if err := conflictPause(ctx, attempt); err != nil {
-			return Webhook{}, false, err
-		}
-		now := time.Now().UTC().Truncate(time.Millisecond)
-		e, err := s.kv.Get(ctx, integrationID)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			secret, err := sign.NewSecret()
-			if err != nil {
-				return Webhook{}, false, fmt.Errorf("create webhook secret: %w", err)
-			}
-			sealed := s.box.seal(integrationID, secret)
-			rec := record{Format: recordFormat, Enabled: set.Enabled, URL: set.URL, Events: set.Events,
-				Secret: sealedToText(sealed), CreatedAt: now, UpdatedAt: now}
-			rev, err := s.kv.Create(ctx, integrationID, rec.encode())
-			if isConflict(err) {
-				continue // created concurrently: replace it instead
-			}
-			if err != nil {
-				return Webhook{}, false, fmt.Errorf("create webhook %s in KV: %w", integrationID, err)
-			}
-			cfg := Webhook{IntegrationID: integrationID, Settings: set, Secret: secret, Revision: rev, CreatedAt: now, UpdatedAt: now}
-			if err := s.afterWrite(ctx, integrationID, rev, encodePayload(cfg, sealed)); err != nil {
-				return Webhook{}, false, err
-			}
-			return cfg, true, nil
-		}
-		if err != nil {
-			return Webhook{}, false, fmt.Errorf("read webhook %s from KV: %w", integrationID, err)
-		}
-		old, err := decodeRecord(e.Value())
-		if err != nil {
-			return Webhook{}, false, fmt.Errorf("replace webhook %s: %w", integrationID, err)
-		}
-		// Decrypting the kept secret proves this dispatcher has the key the
-		// record was sealed with, and gives the caller the config in full.
-		prev, sealed, err := s.configFromRecord(integrationID, e.Revision(), old)
-		if err != nil {
-			return Webhook{}, false, err
-		}
-		rec := old
-		rec.Enabled, rec.URL, rec.Events, rec.UpdatedAt = set.Enabled, set.URL, set.Events, now
-		rev, err := s.kv.Update(ctx, integrationID, rec.encode(), e.Revision())
-		if isConflict(err) {
-			continue // changed since we read it: apply the settings to the new state
-		}
-		if err != nil {
-			return Webhook{}, false, fmt.Errorf("replace webhook %s in KV: %w", integrationID, err)
-		}
-		cfg := Webhook{IntegrationID: integrationID, Settings: set, Secret: prev.Secret, Revision: rev,
-			CreatedAt: prev.CreatedAt, UpdatedAt: now}
-		if err := s.afterWrite(ctx, integrationID, rev, encodePayload(cfg, sealed)); err != nil {
-			return Webhook{}, false, err
-		}
-		return cfg, false, nil
+	cfg, sealed, created, err := s.records.put(ctx, integrationID, set)
+	if err != nil {
+		return Webhook{}, false, err
 	}
-	return Webhook{}, false, fmt.Errorf("put webhook %s: %w", integrationID, ErrConflict)
+	if err := s.cache.afterWrite(ctx, integrationID, cfg.Revision, encodePayload(cfg, sealed)); err != nil {
+		return Webhook{}, false, err
+	}
+	return cfg, created, nil
 }
 
 // RotateSecret replaces the secret of integrationID with a new one, at once
@@ -525,49 +236,14 @@ func (s *Store) RotateSecret(ctx context.Context, integrationID string) (Webhook
 	if !validID(integrationID) {
 		return Webhook{}, invalidID(integrationID)
 	}
-	for attempt := range maxWriteAttempts {
-		if err := conflictPause(ctx, attempt); err != nil {
-			return Webhook{}, err
-		}
-		e, err := s.kv.Get(ctx, integrationID)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return Webhook{}, ErrNotFound
-		}
-		if err != nil {
-			return Webhook{}, fmt.Errorf("read webhook %s from KV: %w", integrationID, err)
-		}
-		old, err := decodeRecord(e.Value())
-		if err != nil {
-			return Webhook{}, fmt.Errorf("rotate secret of %s: %w", integrationID, err)
-		}
-		// Refuse to seal with a key other dispatchers may not have.
-		prev, _, err := s.configFromRecord(integrationID, e.Revision(), old)
-		if err != nil {
-			return Webhook{}, err
-		}
-		secret, err := sign.NewSecret()
-		if err != nil {
-			return Webhook{}, fmt.Errorf("create webhook secret: %w", err)
-		}
-		now := time.Now().UTC().Truncate(time.Millisecond)
-		sealed := s.box.seal(integrationID, secret)
-		rec := old
-		rec.Secret, rec.UpdatedAt = sealedToText(sealed), now
-		rev, err := s.kv.Update(ctx, integrationID, rec.encode(), e.Revision())
-		if isConflict(err) {
-			continue
-		}
-		if err != nil {
-			return Webhook{}, fmt.Errorf("rotate secret of %s in KV: %w", integrationID, err)
-		}
-		cfg := prev
-		cfg.Secret, cfg.Revision, cfg.UpdatedAt = secret, rev, now
-		if err := s.afterWrite(ctx, integrationID, rev, encodePayload(cfg, sealed)); err != nil {
-			return Webhook{}, err
-		}
-		return cfg, nil
+	cfg, sealed, err := s.records.rotateSecret(ctx, integrationID)
+	if err != nil {
+		return Webhook{}, err
 	}
-	return Webhook{}, fmt.Errorf("rotate secret of %s: %w", integrationID, ErrConflict)
+	if err := s.cache.afterWrite(ctx, integrationID, cfg.Revision, encodePayload(cfg, sealed)); err != nil {
+		return Webhook{}, err
+	}
+	return cfg, nil
 }
 
 // Delete removes the configuration of integrationID (ErrNotFound if none).
@@ -575,86 +251,14 @@ func (s *Store) Delete(ctx context.Context, integrationID string) error {
 	if !validID(integrationID) {
 		return invalidID(integrationID)
 	}
-	for attempt := range maxWriteAttempts {
-		if err := conflictPause(ctx, attempt); err != nil {
-			return err
-		}
-		e, err := s.kv.Get(ctx, integrationID)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("read webhook %s from KV: %w", integrationID, err)
-		}
-		err = s.kv.Delete(ctx, integrationID, jetstream.LastRevision(e.Revision()))
-		if isConflict(err) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("delete webhook %s from KV: %w", integrationID, err)
-		}
-		// The delete marker's own revision is not returned by the client;
-		// revision+1 is above every value the key had and not above the
-		// marker, so any re-creation (a later revision) overrides it.
-		return s.afterWrite(ctx, integrationID, e.Revision()+1, tombstonePayload)
-	}
-	return fmt.Errorf("delete webhook %s: %w", integrationID, ErrConflict)
-}
-
-// conflictPause waits a short random time before a retry after a write
-// conflict, so that writers racing on one key stop colliding.
-func conflictPause(ctx context.Context, attempt int) error {
-	if attempt == 0 {
-		return nil
-	}
-	t := time.NewTimer(rand.N(time.Duration(attempt) * 5 * time.Millisecond))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return fmt.Errorf("retry a conflicting webhook write: %w", ctx.Err())
-	case <-t.C:
-		return nil
-	}
-}
-
-func isConflict(err error) bool {
-	return err != nil && (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch))
-}
-
-// afterWrite makes a KV write at revision rev visible through the cache
-// before the caller answers: it writes the new value into the generation
-// current after the KV write, or, if Redis cannot take it, moves the
-// generation so that no reader can use what Redis holds.
-func (s *Store) afterWrite(ctx context.Context, id string, rev uint64, payload []byte) error {
-	if s.cache == nil {
-		return nil
-	}
-	written := time.Now()
-	g, err := s.readGeneration(ctx)
+	deleted, err := s.records.delete(ctx, integrationID)
 	if err != nil {
-		return fmt.Errorf("%w: read cache generation: %w", ErrNotConfirmed, err)
+		return err
 	}
-	if s.redisRetryAt.Load() != 0 && s.nanotime() < s.redisRetryAt.Load() {
-		return s.bump(ctx, g, "redis unavailable when a webhook changed")
-	}
-	for attempt := 0; ; attempt++ {
-		res, err := s.casWrite(ctx, g, id, rev, payload, written.Add(s.opts.CacheWriteWindow))
-		switch {
-		case err == nil && res >= 0:
-			s.redisOK()
-			return nil
-		case err == nil:
-			return s.bump(ctx, g, "a webhook cache write arrived after its deadline")
-		case isNoScript(err) && attempt == 0:
-			if g, err = s.verifyRedis(ctx); err != nil {
-				return s.bump(ctx, s.gen.Load(), "redis could not be verified when a webhook changed")
-			}
-			continue
-		default:
-			s.redisFailed("write webhook cache", err)
-			return s.bump(ctx, g, "redis write failed when a webhook changed")
-		}
-	}
+	// The delete marker's own revision is not returned by the client;
+	// revision+1 is above every value the key had and not above the
+	// marker, so any re-creation (a later revision) overrides it.
+	return s.cache.afterWrite(ctx, integrationID, deleted+1, tombstonePayload)
 }
 
 // Stats are counters for metrics and tests.
@@ -666,35 +270,5 @@ type Stats struct {
 	GenerationChanges      uint64 // generations this store created
 }
 
-type counters struct {
-	hits, misses, kvDirect, redisErrors, late, bumps atomic.Uint64
-}
-
 // Stats returns the store's counters.
-func (s *Store) Stats() Stats {
-	return Stats{
-		CacheHits: s.stats.hits.Load(), CacheMisses: s.stats.misses.Load(),
-		KVDirect: s.stats.kvDirect.Load(), RedisErrors: s.stats.redisErrors.Load(),
-		LateWritesRefused: s.stats.late.Load(), GenerationChanges: s.stats.bumps.Load(),
-	}
-}
-
-// throttle limits a repeated log line to one per interval.
-type throttle struct {
-	every      time.Duration
-	next       atomic.Int64 // unix ns
-	suppressed atomic.Int64
-}
-
-func (t *throttle) warn(log *slog.Logger, msg string, args ...any) {
-	now := time.Now().UnixNano()
-	next := t.next.Load()
-	if now < next || !t.next.CompareAndSwap(next, now+int64(t.every)) {
-		t.suppressed.Add(1)
-		return
-	}
-	if n := t.suppressed.Swap(0); n > 0 {
-		args = append(args, "suppressed_since_last_log", n)
-	}
-	log.Warn(msg, args...)
-}
+func (s *Store) Stats() Stats { return s.cache.stats.snapshot() }

@@ -248,7 +248,7 @@ func TestWrongKey(t *testing.T) {
 		envWrong.key = wrongKey
 		w := envWrong.newStore(t, rdb, prefix)
 		_, err := w.Get(ctx, id)
-		if !errors.Is(err, ErrSecretKey) || !strings.Contains(err.Error(), s.box.KeyID()) || !strings.Contains(err.Error(), w.box.KeyID()) {
+		if !errors.Is(err, ErrSecretKey) || !strings.Contains(err.Error(), s.records.box.KeyID()) || !strings.Contains(err.Error(), w.records.box.KeyID()) {
 			t.Fatalf("redis=%v: get with the wrong key: %v; want ErrSecretKey naming both key ids", withRedis, err)
 		}
 		if _, _, err := w.Put(ctx, id, settings("https://evil.example")); !errors.Is(err, ErrSecretKey) {
@@ -331,7 +331,7 @@ func TestPartitionOldEntryNeverServed(t *testing.T) {
 	id := newID()
 	mustPut(t, s, id, settings("https://old.example/hook"))
 	mustGet(t, s, id)
-	oldGen := s.gen.Load()
+	oldGen := s.cache.gen.Load()
 	oldValue, err := direct.Get(ctx, oldGen.keyPrefix+id).Result()
 	if err != nil || !strings.Contains(oldValue, "https://old.example/hook") {
 		t.Fatalf("old entry not cached: %q %v", oldValue, err)
@@ -370,10 +370,10 @@ func TestTwoStoresPartition(t *testing.T) {
 	}
 
 	updated := mustPut(t, writer, id, settings("https://new.example/hook"))
-	bumped := writer.gen.Load().rev
+	bumped := writer.cache.gen.Load().rev
 	start := time.Now()
 	testinfra.WaitFor(t, 5*time.Second, "the reader to learn the new generation", func() bool {
-		return reader.gen.Load().rev >= bumped
+		return reader.cache.gen.Load().rev >= bumped
 	})
 	t.Logf("reader learned the new generation %s after the writer answered", time.Since(start))
 	for range 20 {
@@ -467,45 +467,45 @@ func TestRacingPopulate(t *testing.T) {
 	t.Run("old value after an update", func(t *testing.T) {
 		id := newID()
 		old := mustPut(t, s, id, settings("https://old.example/hook"))
-		oldPayload := encodePayload(old, s.box.seal(id, old.Secret))
-		g := s.gen.Load()
+		oldPayload := encodePayload(old, s.records.box.seal(id, old.Secret))
+		g := s.cache.gen.Load()
 		readStart := time.Now()
 		updated := mustPut(t, s, id, settings("https://new.example/hook"))
-		s.populate(ctx, g, id, old.Revision, oldPayload, readStart)
+		s.cache.populate(ctx, g, id, old.Revision, oldPayload, readStart)
 		sameConfig(t, "after the late populate", mustGet(t, s, id), updated)
 	})
 	t.Run("old value after a delete", func(t *testing.T) {
 		id := newID()
 		old := mustPut(t, s, id, settings("https://old.example/hook"))
-		oldPayload := encodePayload(old, s.box.seal(id, old.Secret))
-		g := s.gen.Load()
+		oldPayload := encodePayload(old, s.records.box.seal(id, old.Secret))
+		g := s.cache.gen.Load()
 		if err := s.Delete(ctx, id); err != nil {
 			t.Fatal(err)
 		}
-		s.populate(ctx, g, id, old.Revision, oldPayload, time.Now())
+		s.cache.populate(ctx, g, id, old.Revision, oldPayload, time.Now())
 		if _, err := s.Get(ctx, id); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("get after the late populate: %v", err)
 		}
 	})
 	t.Run("absent after a create", func(t *testing.T) {
 		id := newID()
-		g := s.gen.Load()
+		g := s.cache.gen.Load()
 		created := mustPut(t, s, id, settings("https://a.example/hook"))
-		s.populate(ctx, g, id, 0, tombstonePayload, time.Now())
+		s.cache.populate(ctx, g, id, 0, tombstonePayload, time.Now())
 		sameConfig(t, "after the late negative populate", mustGet(t, s, id), created)
 	})
 	t.Run("too late, after the entry expired", func(t *testing.T) {
 		id := newID()
 		old := mustPut(t, s, id, settings("https://old.example/hook"))
-		oldPayload := encodePayload(old, s.box.seal(id, old.Secret))
-		g := s.gen.Load()
-		readStart := time.Now().Add(-s.opts.CacheWriteWindow - time.Second)
+		oldPayload := encodePayload(old, s.records.box.seal(id, old.Secret))
+		g := s.cache.gen.Load()
+		readStart := time.Now().Add(-s.cache.opts.CacheWriteWindow - time.Second)
 		updated := mustPut(t, s, id, settings("https://new.example/hook"))
 		if err := rdb.Del(ctx, g.keyPrefix+id).Err(); err != nil { // as if it expired
 			t.Fatal(err)
 		}
 		late := s.Stats().LateWritesRefused
-		s.populate(ctx, g, id, old.Revision, oldPayload, readStart)
+		s.cache.populate(ctx, g, id, old.Revision, oldPayload, readStart)
 		if s.Stats().LateWritesRefused != late+1 {
 			t.Fatal("the late populate was not refused by its deadline")
 		}
@@ -529,7 +529,7 @@ func TestRacingPopulate(t *testing.T) {
 						return
 					}
 					// Drop the entry now and then so reads populate.
-					_ = rdb.Del(ctx, s.gen.Load().keyPrefix+id).Err()
+					_ = rdb.Del(ctx, s.cache.gen.Load().keyPrefix+id).Err()
 				}
 			})
 		}
@@ -637,7 +637,7 @@ func TestLeaseLapses(t *testing.T) {
 	cfg := mustPut(t, s, id, settings("https://a.example/hook"))
 	mustGet(t, s, id)
 	s.Close()
-	testinfra.WaitFor(t, 5*time.Second, "the lease to lapse", func() bool { return s.cacheGeneration() == nil })
+	testinfra.WaitFor(t, 5*time.Second, "the lease to lapse", func() bool { return s.cache.usableGeneration() == nil })
 	before := s.Stats()
 	sameConfig(t, "get", mustGet(t, s, id), cfg)
 	if after := s.Stats(); after.KVDirect != before.KVDirect+1 || after.CacheHits != before.CacheHits {
@@ -655,12 +655,12 @@ func TestGenerationRecordDeleted(t *testing.T) {
 	id := newID()
 	cfg := mustPut(t, s, id, settings("https://a.example/hook"))
 	mustGet(t, s, id)
-	before := s.gen.Load()
+	before := s.cache.gen.Load()
 	if err := env.kv.Delete(ctx, generationKey); err != nil {
 		t.Fatal(err)
 	}
 	testinfra.WaitFor(t, 5*time.Second, "a new generation", func() bool {
-		g := s.gen.Load()
+		g := s.cache.gen.Load()
 		return g.rev > before.rev && g.rec.Token != before.rec.Token
 	})
 	sameConfig(t, "after the generation was recreated", mustGet(t, s, id), cfg)
@@ -680,8 +680,8 @@ func TestDecodeCachedRejectsDamage(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	cfg := Webhook{IntegrationID: id, Settings: Settings{Enabled: true, URL: "https://a.example/h", Events: []string{"file_scan.completed"}},
 		Secret: "whsec_x", Revision: 42, CreatedAt: now, UpdatedAt: now}
-	good := "42:" + string(encodePayload(cfg, s.box.seal(id, cfg.Secret)))
-	got, found, err := s.decodeCached(id, good)
+	good := "42:" + string(encodePayload(cfg, s.records.box.seal(id, cfg.Secret)))
+	got, found, err := s.cache.decodeCached(id, good)
 	if err != nil || !found {
 		t.Fatalf("decode: %v", err)
 	}
@@ -695,9 +695,9 @@ func TestDecodeCachedRejectsDamage(t *testing.T) {
 		"short header":    "42:C\x01",
 		"url too long":    good[:3+configHeaderLen] + "\x7f",
 		"truncated":       good[:len(good)-3],
-		"other id's seal": "42:" + string(encodePayload(cfg, s.box.seal(newID(), cfg.Secret))),
+		"other id's seal": "42:" + string(encodePayload(cfg, s.records.box.seal(newID(), cfg.Secret))),
 	} {
-		if _, _, err := s.decodeCached(id, v); err == nil {
+		if _, _, err := s.cache.decodeCached(id, v); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -747,10 +747,10 @@ func BenchmarkDecodeCached(b *testing.B) {
 	now := time.Now()
 	cfg := Webhook{IntegrationID: id, Settings: settings("https://bench.example/hook", "file_scan.completed", "file_scan.failed"),
 		Secret: secret, Revision: 7, CreatedAt: now, UpdatedAt: now}
-	v := "7:" + string(encodePayload(cfg, s.box.seal(id, secret)))
+	v := "7:" + string(encodePayload(cfg, s.records.box.seal(id, secret)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, found, err := s.decodeCached(id, v); err != nil || !found {
+		if _, found, err := s.cache.decodeCached(id, v); err != nil || !found {
 			b.Fatal(err)
 		}
 	}
@@ -808,7 +808,7 @@ func TestDemotedPrimaryPromotedAgain(t *testing.T) {
 	if got := mustGet(t, s, id); got.URL != two.URL {
 		t.Fatalf("after the first failover: %s, want %s", got.URL, two.URL)
 	}
-	key := s.gen.Load().keyPrefix + id
+	key := s.cache.gen.Load().keyPrefix + id
 	testinfra.WaitFor(t, 10*time.Second, "A to hold the second URL's entry", func() bool {
 		v, err := ra.Get(ctx, key).Result()
 		return err == nil && strings.Contains(v, "two.example")
