@@ -147,7 +147,7 @@ func variables(d Config) []Variable {
 	p := d.Pipeline
 	return []Variable{
 		{"NATS_URL", "unset: start an embedded nats-server", "external NATS server (JetStream, nats-server ≥ 2.12)"},
-		{"REDIS_URL", "unset: no Redis, configs read from JetStream KV (a warning is logged)", "Redis cache of webhook configs, e.g. redis://127.0.0.1:6379/0; behind Redis Sentinel, one sentinel's address, the others as addr= and the monitored master's name: redis://sentinel-1:26379/0?master_name=blazelock&addr=sentinel-2:26379&addr=sentinel-3:26379 (docs/operations.md, Running in production)"},
+		{"REDIS_URL", "unset: no Redis, configs read from JetStream KV (a warning is logged)", "Redis cache of webhook configs, e.g. redis://127.0.0.1:6379/0; behind Redis Sentinel, one sentinel's address, the others as addr= and the monitored master's name: redis://sentinel-1:26379/0?master_name=blazelock&addr=sentinel-2:26379&addr=sentinel-3:26379; a Redis Cluster, one node's address and the others as addr=: redis://node-1:6379?addr=node-2:6379&addr=node-3:6379 (docs/operations.md, Running in production)"},
 		{"DISPATCHER_REDIS_PREFIX", d.RedisKeyPrefix, "prefix of every Redis key, to share one Redis safely"},
 		{"DISPATCHER_HTTP_ADDR", d.HTTPAddr, "management API, Webhook section pages (/portal/), /healthz, /readyz and /metrics listener"},
 		{"DISPATCHER_ADMIN_TOKEN", "required with NATS_URL; generated into the data dir by the embedded default", "bearer token of the management API (at least 32 characters)"},
@@ -433,13 +433,38 @@ func RedisSentinel(redisURL string) bool {
 	return err == nil && (u.Scheme == "redis" || u.Scheme == "rediss") && u.Query().Has("master_name")
 }
 
+// RedisCluster reports whether a REDIS_URL names a Redis Cluster: go-redis's
+// cluster URL (redis.ParseClusterURL), a redis:// or rediss:// URL of one
+// node with the other seed nodes as addr=host:port (repeated) and no
+// master_name. A plain Redis URL cannot carry addr= (redis.ParseURL
+// refuses unknown options), so the forms never overlap.
+func RedisCluster(redisURL string) bool {
+	u, err := url.Parse(redisURL)
+	return err == nil && (u.Scheme == "redis" || u.Scheme == "rediss") && u.Query().Has("addr") && !u.Query().Has("master_name")
+}
+
 // checkRedisURL parses REDIS_URL the way the dispatcher will. Its errors
 // never quote the URL, which may hold a password.
 func checkRedisURL(redisURL string) error {
-	const form = "REDIS_URL must look like redis://host:6379/0 (or rediss://, unix://), or, for Sentinel, redis://sentinel:26379/0?master_name=NAME&addr=sentinel-2:26379"
+	const form = "REDIS_URL must look like redis://host:6379/0 (or rediss://, unix://); for Sentinel, redis://sentinel:26379/0?master_name=NAME&addr=sentinel-2:26379; for Redis Cluster, redis://node-1:6379?addr=node-2:6379&addr=node-3:6379"
 	u, err := url.Parse(redisURL)
 	if err != nil {
 		return errors.New(form)
+	}
+	if RedisCluster(redisURL) {
+		o, err := redis.ParseClusterURL(redisURL)
+		switch {
+		case err != nil:
+			return fmt.Errorf("REDIS_URL (Redis Cluster): %v", err)
+		case u.Path != "" && u.Path != "/" && u.Path != "/0":
+			// go-redis ignores the path; Redis Cluster has database 0 only.
+			return errors.New("REDIS_URL (Redis Cluster): a cluster has database 0 only; drop the path")
+		case o.ReadOnly || o.RouteByLatency || o.RouteRandomly:
+			// Replicas lag and never hold the cache's scripts
+			// (webhooks package comment): reads go to primaries.
+			return errors.New("REDIS_URL (Redis Cluster): read_only, route_by_latency and route_randomly are not supported: the cache reads primaries only")
+		}
+		return nil
 	}
 	if RedisSentinel(redisURL) {
 		o, err := redis.ParseFailoverURL(redisURL)

@@ -202,31 +202,42 @@ func TestExplicitNATSListen(t *testing.T) {
 	}
 }
 
-// REDIS_URL takes one Redis or, with master_name, go-redis's Sentinel
-// form; each is parsed as the dispatcher will, and an error never quotes
-// the URL (it may hold a password).
+// REDIS_URL takes one Redis, go-redis's Sentinel form (master_name) or its
+// Redis Cluster form (addr= without master_name); each is parsed as the
+// dispatcher will, and an error never quotes the URL (it may hold a
+// password).
 func TestRedisURL(t *testing.T) {
+	const one, sentinel, cluster = "one", "sentinel", "cluster"
 	for _, tc := range []struct {
-		url      string
-		sentinel bool
-		wantErr  string
+		url     string
+		form    string
+		wantErr string
 	}{
-		{"redis://127.0.0.1:6379/0", false, ""},
-		{"rediss://user:pw@cache.internal:6380/2", false, ""},
-		{"unix:///run/redis.sock", false, ""},
-		{"redis://s1:26379/0?master_name=blazelock&addr=s2:26379&addr=s3:26379", true, ""},
-		{"rediss://sentinel-user:pw@s1:26379/0?master_name=blazelock&password=pw2", true, ""},
-		{"http://x", false, "REDIS_URL must look like"},
-		{"redis://127.0.0.1:6379/zero", false, "invalid database number"},
-		{"redis://127.0.0.1:6379/0?pool=9", false, "unexpected option"},
-		{"redis://s1:26379/0?master_name=", true, "master_name is empty"},
-		{"redis://s1:26379/0?master_name=m&addr=nope", true, "unable to parse addr"},
-		{"redis://s1:26379/0?master_name=m&typo=1", true, "unexpected option"},
-		{"redis://u:hunter2@s1:26379/0/1?master_name=m", true, "invalid URL path"},
+		{"redis://127.0.0.1:6379/0", one, ""},
+		{"rediss://user:pw@cache.internal:6380/2", one, ""},
+		{"unix:///run/redis.sock", one, ""},
+		{"redis://s1:26379/0?master_name=blazelock&addr=s2:26379&addr=s3:26379", sentinel, ""},
+		{"rediss://sentinel-user:pw@s1:26379/0?master_name=blazelock&password=pw2", sentinel, ""},
+		{"redis://n1:6379?addr=n2:6379&addr=n3:6379", cluster, ""},
+		{"rediss://u:pw@n1:6380/0?addr=n2:6380&dial_timeout=3s", cluster, ""},
+		{"http://x", one, "REDIS_URL must look like"},
+		{"redis://127.0.0.1:6379/zero", one, "invalid database number"},
+		{"redis://127.0.0.1:6379/0?pool=9", one, "unexpected option"},
+		{"redis://s1:26379/0?master_name=", sentinel, "master_name is empty"},
+		{"redis://s1:26379/0?master_name=m&addr=nope", sentinel, "unable to parse addr"},
+		{"redis://s1:26379/0?master_name=m&typo=1", sentinel, "unexpected option"},
+		{"redis://u:hunter2@s1:26379/0/1?master_name=m", sentinel, "invalid URL path"},
+		{"redis://u:hunter2@n1:6379/3?addr=n2:6379", cluster, "database 0 only"},
+		{"redis://n1:6379?addr=n2:6379&typo=1", cluster, "unexpected option"},
+		{"redis://n1:6379?addr=n2:6379&read_only=true", cluster, "primaries only"},
+		{"redis://n1:6379?addr=n2:6379&route_randomly=true", cluster, "primaries only"},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
-			if got := config.RedisSentinel(tc.url); got != tc.sentinel {
-				t.Errorf("RedisSentinel = %v, want %v", got, tc.sentinel)
+			if got := config.RedisSentinel(tc.url); got != (tc.form == sentinel) {
+				t.Errorf("RedisSentinel = %v, form %s", got, tc.form)
+			}
+			if got := config.RedisCluster(tc.url); got != (tc.form == cluster) {
+				t.Errorf("RedisCluster = %v, form %s", got, tc.form)
 			}
 			c := config.Load(env(map[string]string{"REDIS_URL": tc.url}))
 			err := c.Validate()

@@ -473,24 +473,32 @@ func connectNATS(ctx context.Context, cfg config.Config, logger *slog.Logger) (*
 	return nc, js, func() { closeAll(nc) }, nil
 }
 
-// connectRedis opens the cache client: one Redis, or the primary that Redis
+// connectRedis opens the cache client: one Redis, the primary that Redis
 // Sentinel names (REDIS_URL in go-redis's failover form, see
-// config.RedisSentinel), followed through failovers by go-redis. Redis is
-// optional at run time (reads fall back to KV), so an unreachable Redis
-// at start is a warning, not an error.
-func connectRedis(ctx context.Context, cfg config.Config, logger *slog.Logger) (*redis.Client, error) {
+// config.RedisSentinel), followed through failovers by go-redis, or a Redis
+// Cluster (config.RedisCluster). Redis is optional at run time (reads fall
+// back to KV), so an unreachable Redis at start is a warning, not an error.
+func connectRedis(ctx context.Context, cfg config.Config, logger *slog.Logger) (redis.UniversalClient, error) {
 	if cfg.RedisURL == "" {
 		return nil, nil // the webhook store warns that it reads KV only
 	}
-	var rdb *redis.Client
-	if config.RedisSentinel(cfg.RedisURL) {
+	var rdb redis.UniversalClient
+	switch {
+	case config.RedisCluster(cfg.RedisURL):
+		opts, err := redis.ParseClusterURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		tuneRedis(&opts.ClientName, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries)
+		rdb = redis.NewClusterClient(opts)
+	case config.RedisSentinel(cfg.RedisURL):
 		opts, err := redis.ParseFailoverURL(cfg.RedisURL)
 		if err != nil {
 			return nil, fmt.Errorf("REDIS_URL: %w", err)
 		}
 		tuneRedis(&opts.ClientName, &opts.ContextTimeoutEnabled, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries)
 		rdb = redis.NewFailoverClient(opts)
-	} else {
+	default:
 		opts, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
 			return nil, fmt.Errorf("REDIS_URL: %w", err)
@@ -507,8 +515,8 @@ func connectRedis(ctx context.Context, cfg config.Config, logger *slog.Logger) (
 }
 
 // tuneRedis sets what every dispatcher's Redis client needs, whichever
-// form REDIS_URL has (go-redis's plain and failover options have these
-// fields each).
+// form REDIS_URL has (go-redis's plain, failover and cluster options have
+// these fields each).
 func tuneRedis(clientName *string, contextTimeout *bool, dial, read, write *time.Duration, maxRetries *int) {
 	*clientName = "blazelock-dispatcher"
 	// Without this, go-redis applies ctx deadlines only to waiting for a

@@ -59,15 +59,16 @@ type generationKV interface {
 // into, whether it is failing, and the batcher of reads sent to it. The
 // field c.node is the cache's only way to Redis.
 //
-// Everything here is per Redis process. Redis Cluster support would keep
-// one redisNode per shard, with that primary's own *redis.Client, pick a
-// key's node wherever c.node is used for a key (get, casWrite, afterWrite's
-// health check), verify every node, and record one run_id per shard next
-// to the generation instead of one. client is the concrete type rather than
-// an interface because a call through an interface makes every command's
-// key slice escape to the heap: one more allocation per cache read.
+// A Redis Cluster is one redisNode too: go-redis routes each key's command
+// to its shard's primary, and what is per process (run_id, scripts) is
+// done on every primary (primaries.go), so a change of any shard's process
+// is noticed like a restart of a lone Redis. client and cluster are
+// concrete types rather than an interface because a call through an
+// interface makes every command's key slice escape to the heap: one more
+// allocation per cache write.
 type redisNode struct {
-	client *redis.Client
+	client  *redis.Client        // one Redis, or the primary Sentinel names
+	cluster *redis.ClusterClient // a Redis Cluster (client is nil then)
 	// scripts were loaded into the Redis process verified last (nil
 	// before the first verification): their SHAs name that process.
 	scripts atomic.Pointer[scriptSet]
@@ -78,16 +79,52 @@ type redisNode struct {
 	verifyMu sync.Mutex
 }
 
-// newCache returns the cache over client (nil: no Redis). With Redis it
+// newRedisNode wraps what New was given: nil, a *redis.Client (also a
+// Sentinel failover client) or a *redis.ClusterClient.
+func newRedisNode(rdb redis.UniversalClient) (*redisNode, error) {
+	switch r := rdb.(type) {
+	case nil:
+		return nil, nil
+	case *redis.Client:
+		if r == nil {
+			return nil, nil
+		}
+		return &redisNode{client: r}, nil
+	case *redis.ClusterClient:
+		if r == nil {
+			return nil, nil
+		}
+		return &redisNode{cluster: r}, nil
+	default:
+		return nil, fmt.Errorf("unsupported Redis client %T: use one Redis, Sentinel or a Redis Cluster", rdb)
+	}
+}
+
+func (n *redisNode) universal() redis.UniversalClient {
+	if n.cluster != nil {
+		return n.cluster
+	}
+	return n.client
+}
+
+func (n *redisNode) evalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	if n.cluster != nil {
+		return n.cluster.EvalSha(ctx, sha, keys, args...)
+	}
+	return n.client.EvalSha(ctx, sha, keys, args...)
+}
+
+// newCache returns the cache over node (nil: no Redis). With Redis it
 // starts the generation watcher; close stops it.
-func newCache(kv generationKV, client *redis.Client, box *secretBox, opts Options, log *slog.Logger) *cache {
+func newCache(kv generationKV, node *redisNode, box *secretBox, opts Options, log *slog.Logger) *cache {
 	c := &cache{kv: kv, box: box, log: log, opts: opts, clockBase: time.Now()}
 	c.redisLog.every = opts.RedisErrorLogInterval
 	c.genLog.every = opts.RedisErrorLogInterval
-	if client == nil {
+	if node == nil {
 		return c
 	}
-	c.node = &redisNode{client: client, reads: newReadBatcher(client)}
+	c.node = node
+	node.reads = newReadBatcher(node.universal())
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stopWatcher, c.watcherDone = cancel, make(chan struct{})
 	go func() {
@@ -416,7 +453,7 @@ func (c *cache) casWrite(ctx context.Context, g *generation, id string, rev uint
 	if sc == nil {
 		return 0, errNotVerified
 	}
-	res, err := c.node.client.EvalSha(ctx, sc.cas.sha, []string{g.keyPrefix + id},
+	res, err := c.node.evalSha(ctx, sc.cas.sha, []string{g.keyPrefix + id},
 		rev, value, ttl.Milliseconds(), deadline.UnixMilli()).Int64()
 	if err == nil && res < 0 {
 		c.stats.late.Add(1)

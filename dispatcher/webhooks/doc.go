@@ -52,7 +52,11 @@
 //     promoted again later while behind, has only scripts tagged with its
 //     own run_id, not the current process's. Scripts are only (re)loaded
 //     after comparing the server's run_id with the one recorded next to
-//     the generation; a different run_id moves the generation first.
+//     the generation; a different run_id moves the generation first. A
+//     Redis Cluster is treated as one Redis whose run_id is the list of
+//     its primaries' run_ids, with the scripts loaded on every primary and
+//     on no replica (primaries.go): a shard that restarts, fails over or
+//     joins is a changed list, and its first call fails with NOSCRIPT.
 //  4. A write lands in Redis long after its KV read (a stalled process or
 //     a TCP retransmission), after the newer entry that guarded it expired.
 //     Every compare-and-set carries a deadline (read start + CacheWriteWindow)

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -289,12 +288,8 @@ func (c *cache) verifyRedisLocked(ctx context.Context) (*generation, error) {
 			cas:  newScript(casScriptSrc, c.opts.RedisKeyPrefix, runID),
 		}
 		for _, sc := range []script{set.read, set.cas} {
-			sha, err := c.node.client.ScriptLoad(ctx, sc.src).Result()
-			if err != nil {
-				return nil, fmt.Errorf("load redis script: %w", err)
-			}
-			if sha != sc.sha {
-				return nil, fmt.Errorf("load redis script: server computed sha %s, expected %s", sha, sc.sha)
+			if err := loadScriptOnPrimaries(ctx, c.node.universal(), sc); err != nil {
+				return nil, err
 			}
 		}
 		// The scripts must not outlive a restart that happened during the
@@ -312,14 +307,5 @@ func (c *cache) verifyRedisLocked(ctx context.Context) (*generation, error) {
 }
 
 func (c *cache) redisRunID(ctx context.Context) (string, error) {
-	info, err := c.node.client.Info(ctx, "server").Result()
-	if err != nil {
-		return "", fmt.Errorf("read redis run_id: %w", err)
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(line, "run_id:"); ok {
-			return strings.TrimSpace(v), nil
-		}
-	}
-	return "", errors.New("read redis run_id: INFO server has no run_id")
+	return primariesRunID(ctx, c.node.universal())
 }

@@ -74,7 +74,7 @@ type storeOpt func(*Options)
 
 // newStore builds a Store, closed at cleanup, and, with a reachable Redis,
 // waits until it reads through the cache.
-func (e *testEnv) newStore(t testing.TB, rdb *redis.Client, prefix string, opts ...storeOpt) *Store {
+func (e *testEnv) newStore(t testing.TB, rdb redis.UniversalClient, prefix string, opts ...storeOpt) *Store {
 	t.Helper()
 	o := Options{SecretKey: e.key, RedisKeyPrefix: prefix, Logger: testLogger(t)}
 	for _, f := range opts {
@@ -85,7 +85,7 @@ func (e *testEnv) newStore(t testing.TB, rdb *redis.Client, prefix string, opts 
 		t.Fatalf("new store: %v", err)
 	}
 	t.Cleanup(s.Close)
-	if rdb != nil && rdb.Ping(context.Background()).Err() == nil {
+	if s.cache.node != nil && rdb.Ping(context.Background()).Err() == nil {
 		testinfra.WaitFor(t, 10*time.Second, "the store to confirm the cache generation", func() bool {
 			return s.cache.usableGeneration() != nil
 		})

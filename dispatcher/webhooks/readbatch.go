@@ -18,7 +18,7 @@ import (
 // after the attempt that asked for it started, as before, and the read
 // script is the same per key.
 type readBatcher struct {
-	cache *redis.Client
+	cache redis.UniversalClient // a batch is one pipeline (split by shard on a cluster)
 	queue chan *cacheRead
 	stop  chan struct{}
 	done  sync.WaitGroup
@@ -46,7 +46,7 @@ const (
 	maxReadBatch = 128
 )
 
-func newReadBatcher(cache *redis.Client) *readBatcher {
+func newReadBatcher(cache redis.UniversalClient) *readBatcher {
 	b := &readBatcher{cache: cache, queue: make(chan *cacheRead, 4*maxReadBatch), stop: make(chan struct{})}
 	b.done.Add(readSenders)
 	for range readSenders {

@@ -112,14 +112,16 @@ type Store struct {
 }
 
 // New returns a Store over the webhooks KV bucket (natsinfra.WebhooksBucket).
-// rdb may be nil: then every read goes to KV (a warning is logged once).
+// rdb is a *redis.Client (one Redis, or Sentinel's failover client), a
+// *redis.ClusterClient, or nil: then every read goes to KV (a warning is
+// logged once).
 // With Redis, New starts the generation watcher (see the package comment);
 // reads go to KV until it has confirmed the generation, normally within one
 // KV round trip. Call Close to stop it.
 // The Redis client should have short timeouts (DialTimeout/ReadTimeout in
 // the hundreds of milliseconds, ContextTimeoutEnabled), because a slow Redis
 // slows every delivery until its first error opens the fallback to KV.
-func New(kv jetstream.KeyValue, rdb *redis.Client, opts Options) (*Store, error) {
+func New(kv jetstream.KeyValue, rdb redis.UniversalClient, opts Options) (*Store, error) {
 	if kv == nil {
 		return nil, errors.New("new webhook store: nil KV bucket")
 	}
@@ -131,14 +133,18 @@ func New(kv jetstream.KeyValue, rdb *redis.Client, opts Options) (*Store, error)
 	if err != nil {
 		return nil, fmt.Errorf("new webhook store: %w", err)
 	}
+	node, err := newRedisNode(rdb)
+	if err != nil {
+		return nil, fmt.Errorf("new webhook store: %w", err)
+	}
 	log := opts.Logger.With("component", "webhooks")
-	if rdb == nil {
+	if node == nil {
 		log.Warn("no Redis configured: every webhook lookup reads JetStream KV")
 	}
-	log.Info("webhook store ready", "secret_key_id", box.KeyID(), "redis", rdb != nil)
+	log.Info("webhook store ready", "secret_key_id", box.KeyID(), "redis", node != nil, "redis_cluster", node != nil && node.cluster != nil)
 	return &Store{
 		records: &records{kv: kv, box: box},
-		cache:   newCache(kv, rdb, box, opts, log),
+		cache:   newCache(kv, node, box, opts, log),
 	}, nil
 }
 
