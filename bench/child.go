@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/blazelock/webhooks/internal/harness"
 	"github.com/blazelock/webhooks/subscriber/receiver"
 )
 
@@ -63,27 +63,13 @@ func childNATS(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	s, err := server.NewServer(&server.Options{
-		ServerName: "bench",
-		Host:       "127.0.0.1",
-		Port:       server.RANDOM_PORT,
-		JetStream:  true,
-		StoreDir:   *store,
-		NoSigs:     true,
-		NoLog:      true,
-	})
+	n, err := harness.StartEmbeddedNATS(ctx, harness.JetStreamOptions("bench", *store, server.RANDOM_PORT))
 	if err != nil {
-		return fmt.Errorf("create nats-server: %w", err)
+		return err
 	}
-	go s.Start()
-	if !s.ReadyForConnections(30 * time.Second) {
-		s.Shutdown()
-		return errors.New("nats-server not ready within 30s")
-	}
-	fmt.Printf("ready %s\n", s.ClientURL())
+	fmt.Printf("ready %s\n", n.URL())
 	<-ctx.Done()
-	s.Shutdown()
-	s.WaitForShutdown()
+	n.Shutdown()
 	return nil
 }
 

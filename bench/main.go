@@ -84,6 +84,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/blazelock/webhooks/internal/harness"
 )
 
 // bench holds the run's settings and shared state.
@@ -203,9 +205,8 @@ func runMain(args []string) (int, error) {
 	if b.dispatcherBin == "" && (want["max1"] || want["max2"] || want["latency"] || want["isolation"] || want["soak"] || wantFlow) {
 		fmt.Fprintln(b.out, "building ./dispatcher …")
 		b.dispatcherBin = filepath.Join(dir, "dispatcher")
-		build := exec.CommandContext(ctx, "go", "build", "-o", b.dispatcherBin, "./dispatcher")
-		if out, err := build.CombinedOutput(); err != nil {
-			return 2, fmt.Errorf("go build ./dispatcher: %v\n%s", err, out)
+		if err := harness.GoBuild(ctx, b.dispatcherBin, harness.DispatcherPackage); err != nil {
+			return 2, err
 		}
 	}
 
