@@ -67,12 +67,17 @@ func (b *bench) newStack(ctx context.Context, name string) (*stack, error) {
 	return s, nil
 }
 
-// startNATS starts the NATS child, or uses NATS_URL after removing what an
-// earlier scenario provisioned there.
+// startNATS starts the NATS child (-nats-nodes of them as a cluster), or
+// uses NATS_URL after removing what an earlier scenario provisioned there.
 func (s *stack) startNATS(ctx context.Context) error {
-	if url := os.Getenv("NATS_URL"); url != "" {
-		s.natsURL = url
-	} else {
+	switch {
+	case os.Getenv("NATS_URL") != "":
+		s.natsURL = os.Getenv("NATS_URL")
+	case s.b.natsNodes > 1:
+		if err := s.startNATSCluster(ctx); err != nil {
+			return err
+		}
+	default:
 		p, err := s.startChild(ctx, "nats", "nats", "-store", filepath.Join(s.dir, "nats"))
 		if err != nil {
 			return err
@@ -102,6 +107,41 @@ func (s *stack) startNATS(ctx context.Context) error {
 			}
 		}
 	}
+	return nil
+}
+
+// startNATSCluster starts -nats-nodes JetStream servers that form a
+// cluster (nats-n1, nats-n2, …). Each is this binary run as a child
+// (-child nats -config), as the single server is, so that the two differ
+// only in the clustering: replication is what the comparison shows.
+func (s *stack) startNATSCluster(ctx context.Context) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	c, err := harness.NewNATSCluster(harness.NATSClusterOptions{
+		Size: s.b.natsNodes,
+		Dir:  filepath.Join(s.dir, "nats"),
+		Command: func(conf string) *exec.Cmd {
+			return exec.Command(self, "-child", "nats", "-config", conf)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range c.Nodes {
+		n.Output = s.log
+	}
+	err = c.Start(ctx)
+	for _, n := range c.Nodes {
+		if p := n.Process(); p != nil {
+			s.procs = append(s.procs, &proc{name: "nats-" + n.Name, Process: p, addr: n.URL()})
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("NATS cluster (see %s): %w", s.log.Name(), err)
+	}
+	s.natsURL = c.URLs()
 	return nil
 }
 

@@ -50,7 +50,7 @@ const (
 type NATSClusterOptions struct {
 	// Size is the number of nodes, named n1, n2, ….
 	Size int
-	// Dir holds every node's store and config file.
+	// Dir holds every node's store and config file (created if missing).
 	Dir string
 	// Command returns the command that runs a node from its config file,
 	// e.g. exec.Command(natsServerBin, "-c", conf).
@@ -98,6 +98,9 @@ type NATSNode struct {
 func NewNATSCluster(o NATSClusterOptions) (*NATSCluster, error) {
 	if o.Size < 1 || o.Command == nil {
 		return nil, errors.New("a NATS cluster needs a size of at least 1 and a command")
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
 	}
 	c := &NATSCluster{command: o.Command, http: &http.Client{Timeout: natsMonitorTimeout}}
 	for i := range o.Size {
