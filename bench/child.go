@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/blazelock/webhooks/internal/harness"
 	"github.com/blazelock/webhooks/subscriber/receiver"
 )
 
@@ -29,7 +29,8 @@ import (
 // receiver are processes of their own whose CPU time and memory /proc shows
 // separately from the load generator's.
 //
-//	bench -child nats -store DIR
+//	bench -child nats -store DIR          a single server on a free port
+//	bench -child nats -config FILE        a node of a cluster (-nats-nodes)
 //	bench -child receiver [-hang] [-delay D]
 //
 // A child prints "ready <address>" on stdout once it listens, and stops on
@@ -56,34 +57,32 @@ func runChild(kind string, args []string) error {
 }
 
 // childNATS runs nats-server v2.15 (the module the dispatcher embeds) with
-// JetStream on file storage, as a deployment would.
+// JetStream on file storage, as a deployment would: a single server, or a
+// cluster node from the config file harness.NATSCluster writes.
 func childNATS(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("nats", flag.ContinueOnError)
-	store := fs.String("store", "", "JetStream store directory")
+	store := fs.String("store", "", "JetStream store directory of a single server")
+	config := fs.String("config", "", "nats-server config file of a cluster node")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	s, err := server.NewServer(&server.Options{
-		ServerName: "bench",
-		Host:       "127.0.0.1",
-		Port:       server.RANDOM_PORT,
-		JetStream:  true,
-		StoreDir:   *store,
-		NoSigs:     true,
-		NoLog:      true,
-	})
+	opts := harness.JetStreamOptions("bench", *store, server.RANDOM_PORT)
+	if *config != "" {
+		var err error
+		if opts, err = server.ProcessConfigFile(*config); err != nil {
+			return err
+		}
+		// As the single server: the bench owns signals, and a log would be
+		// work the single server does not do.
+		opts.NoSigs, opts.NoLog = true, true
+	}
+	n, err := harness.StartEmbeddedNATS(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("create nats-server: %w", err)
+		return err
 	}
-	go s.Start()
-	if !s.ReadyForConnections(30 * time.Second) {
-		s.Shutdown()
-		return errors.New("nats-server not ready within 30s")
-	}
-	fmt.Printf("ready %s\n", s.ClientURL())
+	fmt.Printf("ready %s\n", n.URL())
 	<-ctx.Done()
-	s.Shutdown()
-	s.WaitForShutdown()
+	n.Shutdown()
 	return nil
 }
 

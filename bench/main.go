@@ -61,6 +61,14 @@
 // Other dispatcher settings go through -env K=V,K=V, e.g.
 //
 //	go run ./bench -scenarios flow -env DISPATCHER_ENDPOINT_MAX_CONCURRENCY=32
+//
+// What replication costs: -nats-nodes 3 runs every scenario against a
+// three-node JetStream cluster (each node this binary run as a child, as
+// the single server is) with DISPATCHER_NATS_REPLICAS=3; the dispatchers
+// and the load generator get every node's URL. Compare with the same
+// scenarios on one node:
+//
+//	go run ./bench -scenarios max1,latency -nats-nodes 3 -out bench/results/cluster3.json
 package main
 
 import (
@@ -84,6 +92,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/blazelock/webhooks/internal/harness"
 )
 
 // bench holds the run's settings and shared state.
@@ -102,6 +112,7 @@ type bench struct {
 	profileFor    time.Duration
 	attemptTO     string
 	dispatcherEnv map[string]string
+	natsNodes     int
 	flow          flowSettings
 	out           io.Writer
 }
@@ -128,7 +139,7 @@ func runMain(args []string) (int, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	b := &bench{out: os.Stdout, dispatcherEnv: map[string]string{}}
 	scenarios := fs.String("scenarios", "standard", "comma-separated: ceiling, max1, max2, latency, isolation; standard (all of them); soak; burst1, burst10, burst20, burst1000, slow, recovery, cap2; flow (all of those)")
-	outPath := fs.String("out", "", "JSON results file (default bench/results/<scenarios>.json)")
+	outPath := fs.String("out", "", "JSON results file (default bench/results/<scenarios>.json, <scenarios>-nats3.json with -nats-nodes 3)")
 	fs.IntVar(&b.concurrency, "concurrency", 512, "DISPATCHER_CONCURRENCY of each dispatcher, and the raw client's worker count")
 	fs.IntVar(&b.integrations, "integrations", 20, "integrations (webhooks) the load is spread over")
 	fs.Int64Var(&b.window, "window", 20000, "max mode: most events published but not yet delivered")
@@ -154,6 +165,7 @@ func runMain(args []string) (int, error) {
 	fs.Int64Var(&b.flow.capBacklog, "cap-backlog", 2000, "cap2: events kept published but not yet delivered")
 	reprint := fs.String("reprint", "", "read a results JSON file, recompute its derived numbers, print its table and write it back")
 	env := fs.String("env", "", "extra dispatcher environment, comma-separated K=V (e.g. DISPATCHER_ENDPOINT_MAX_CONCURRENCY=32)")
+	fs.IntVar(&b.natsNodes, "nats-nodes", 1, "1: one nats-server; 3: a three-node JetStream cluster with DISPATCHER_NATS_REPLICAS=3 (what replication costs)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0, nil
@@ -168,6 +180,18 @@ func runMain(args []string) (int, error) {
 			b.dispatcherEnv[k] = v
 		}
 	}
+	switch {
+	case b.natsNodes != 1 && b.natsNodes != 3:
+		return 2, fmt.Errorf("-nats-nodes %d: 1 or 3", b.natsNodes)
+	case b.natsNodes == 3 && os.Getenv("NATS_URL") != "":
+		return 2, errors.New("-nats-nodes 3 starts a cluster of its own: unset NATS_URL")
+	case b.natsNodes == 3:
+		// Every stream and bucket on every node: replication is what the
+		// cluster run measures.
+		if _, set := b.dispatcherEnv["DISPATCHER_NATS_REPLICAS"]; !set {
+			b.dispatcherEnv["DISPATCHER_NATS_REPLICAS"] = "3"
+		}
+	}
 	want, err := parseScenarios(*scenarios)
 	if err != nil {
 		return 2, err
@@ -180,6 +204,9 @@ func runMain(args []string) (int, error) {
 		name := *scenarios
 		if name != "standard" && name != "soak" && name != "flow" {
 			name = "custom"
+		}
+		if b.natsNodes > 1 {
+			name += fmt.Sprintf("-nats%d", b.natsNodes) // never over the one-node results
 		}
 		*outPath = filepath.Join("bench", "results", name+".json")
 	}
@@ -197,15 +224,20 @@ func runMain(args []string) (int, error) {
 	report := &Report{Machine: machineInfo(), StartedAt: started.UTC(), Command: "go run ./bench " + strings.Join(args, " "),
 		Settings: Settings{Concurrency: b.concurrency, Integrations: b.integrations, EventBytes: eventBytes, Window: b.window,
 			LogLevel: b.logLevel, WarmupSeconds: b.warmup.Seconds(), WindowSeconds: b.measure.Seconds(), ExtraEnv: b.dispatcherEnv}}
+	if b.natsNodes > 1 {
+		report.Settings.NATSNodes = b.natsNodes
+	}
 	fmt.Fprintf(b.out, "machine: %d CPUs (%s), %.1f GiB, %s, nats-server %s, %s; load average %v\n",
 		report.Machine.CPUs, report.Machine.CPUModel, report.Machine.MemoryGiB, report.Machine.Go, report.Machine.NATSServer, report.Machine.Redis, loadAvg())
+	if b.natsNodes > 1 {
+		fmt.Fprintf(b.out, "NATS: a %d-node JetStream cluster, DISPATCHER_NATS_REPLICAS=%s\n", b.natsNodes, b.dispatcherEnv["DISPATCHER_NATS_REPLICAS"])
+	}
 
 	if b.dispatcherBin == "" && (want["max1"] || want["max2"] || want["latency"] || want["isolation"] || want["soak"] || wantFlow) {
 		fmt.Fprintln(b.out, "building ./dispatcher …")
 		b.dispatcherBin = filepath.Join(dir, "dispatcher")
-		build := exec.CommandContext(ctx, "go", "build", "-o", b.dispatcherBin, "./dispatcher")
-		if out, err := build.CombinedOutput(); err != nil {
-			return 2, fmt.Errorf("go build ./dispatcher: %v\n%s", err, out)
+		if err := harness.GoBuild(ctx, b.dispatcherBin, harness.DispatcherPackage); err != nil {
+			return 2, err
 		}
 	}
 

@@ -42,6 +42,10 @@ type Settings struct {
 	WarmupSeconds float64           `json:"warmup_s"`
 	WindowSeconds float64           `json:"window_s"`
 	ExtraEnv      map[string]string `json:"extra_dispatcher_env,omitempty"`
+	// NATSNodes is -nats-nodes when above 1: the scenarios ran on a
+	// JetStream cluster of that many servers, every stream and bucket
+	// replicated on each (DISPATCHER_NATS_REPLICAS).
+	NATSNodes int `json:"nats_nodes,omitempty"`
 }
 
 // CeilingResult is the plain HTTP client's run.

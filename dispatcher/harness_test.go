@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"sync"
@@ -20,6 +16,7 @@ import (
 
 	"github.com/blazelock/webhooks/config"
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
+	"github.com/blazelock/webhooks/internal/harness"
 	"github.com/blazelock/webhooks/internal/testinfra"
 	"github.com/blazelock/webhooks/publisher"
 	"github.com/blazelock/webhooks/schemas"
@@ -129,26 +126,11 @@ func (s *stack) dispatcherEnv(env map[string]string, spanProcessors ...sdktrace.
 // api calls the management API of a and decodes the JSON answer into out.
 func (a *app) api(t *testing.T, method, path string, body any, out any) int {
 	t.Helper()
-	var reader io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		reader = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, "http://"+a.httpAddr+path, reader)
-	req.Header.Set("Authorization", "Bearer "+testAdminToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	code, err := harness.NewAPI(a.httpAddr, testAdminToken).Call(context.Background(), method, path, body, out)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if out != nil && len(raw) > 0 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: decode %s: %v", method, path, raw, err)
-		}
-	}
-	return resp.StatusCode
+	return code
 }
 
 // endpoint is a reference receiver behind an httptest server.
@@ -191,11 +173,11 @@ func (s *stack) setWebhook(a *app, id string, body map[string]any) {
 
 func (s *stack) secret(a *app, id string) string {
 	s.t.Helper()
-	var resp struct{ Secret string }
-	if code := a.api(s.t, "GET", "/v1/integrations/"+id+"/webhook/secret", nil, &resp); code != 200 {
-		s.t.Fatalf("GET secret: %d", code)
+	secret, err := harness.NewAPI(a.httpAddr, testAdminToken).Secret(context.Background(), id)
+	if err != nil {
+		s.t.Fatal(err)
 	}
-	return resp.Secret
+	return secret
 }
 
 // publish publishes a sample event for the integration and returns its id.

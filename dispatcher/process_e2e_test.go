@@ -1,13 +1,8 @@
 package main
 
 import (
-	"fmt"
-	"net/http"
+	"maps"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,60 +11,26 @@ import (
 	"github.com/blazelock/webhooks/subscriber/receiver"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// dispatcherBinary builds this program once per test run, for tests that
-// need a real process to kill.
-func dispatcherBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "dispatcher-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "dispatcher")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testinfra.RemoveBuilds()
+	os.Exit(code)
 }
 
-// childDispatcher runs the dispatcher binary with the stack's environment
-// and returns the process once it is ready.
-func (s *stack) childDispatcher() *exec.Cmd {
+// childDispatcher runs the dispatcher program as a child process with the
+// stack's environment, for tests that need a real process to kill, and
+// returns it once it is ready.
+func (s *stack) childDispatcher() *testinfra.Dispatcher {
 	s.t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", testinfra.FreePort(s.t))
-	cmd := exec.Command(dispatcherBinary(s.t))
-	cmd.Env = append(os.Environ(), "DISPATCHER_HTTP_ADDR="+addr, "DISPATCHER_LOG_LEVEL=warn")
-	for k, v := range s.env {
-		if k != "DISPATCHER_HTTP_ADDR" && k != "DISPATCHER_LOG_LEVEL" {
-			cmd.Env = append(cmd.Env, k+"="+v)
+	env := maps.Clone(s.env)
+	env["DISPATCHER_LOG_LEVEL"] = "warn"
+	d := testinfra.StartDispatcher(s.t, "child", env)
+	s.t.Cleanup(func() {
+		if s.t.Failed() {
+			s.t.Logf("child dispatcher log:\n%s", d.Log.String())
 		}
-	}
-	cmd.Stderr = s.logs
-	if err := cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	s.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	testinfra.WaitFor(s.t, 30*time.Second, "child dispatcher ready", func() bool {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
 	})
-	return cmd
+	return d
 }
 
 // TestKilledDispatcherLosesNoEvent: SIGKILL one of two dispatchers while
@@ -87,9 +48,7 @@ func TestKilledDispatcherLosesNoEvent(t *testing.T) {
 		s.publish(id, schemas.EventCompleted)
 	}
 	testinfra.WaitFor(t, 20*time.Second, "some deliveries before the kill", func() bool { return ep.Stats().Accepted >= 30 })
-	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	child.Kill()
 	testinfra.WaitFor(t, 60*time.Second, "every event delivered after the kill", func() bool { return ep.Stats().Accepted == events })
 	t.Logf("delivered %d events, %d duplicate arrivals", events, ep.Stats().Duplicates)
 }

@@ -37,7 +37,7 @@ func TestRedisOutageRestartAndFlush(t *testing.T) {
 	c := newCluster(t, nil)
 	a := c.startDispatcher("a", nil)
 	b := c.startDispatcher("b", nil)
-	rdb := c.redis.client()
+	rdb := c.redis.Client(t)
 	ctx := context.Background()
 
 	steadyEp := newEndpoint(t, receiver.Faults{})
@@ -88,16 +88,16 @@ func TestRedisOutageRestartAndFlush(t *testing.T) {
 	}
 
 	// 1. Hung.
-	c.redis.signal(syscall.SIGSTOP)
+	c.redis.Signal(syscall.SIGSTOP)
 	hungAt := load.count()
 	time.Sleep(scaled(5*time.Second, 20*time.Second))
 	testinfra.WaitFor(t, 30*time.Second, "events published while Redis hung delivered while it still hangs", func() bool {
 		return steadyEp.Stats().Accepted >= int64(load.count()-5) && load.count() > hungAt
 	})
-	c.redis.signal(syscall.SIGCONT)
+	c.redis.Signal(syscall.SIGCONT)
 
 	// 2. Down for a minute, with config changes.
-	c.redis.stop()
+	c.redis.Stop()
 	outage := time.Now()
 	downAt := load.count()
 	xNew.SetSecret(x, c.secret(b, x)) // a URL change keeps the secret
@@ -120,7 +120,7 @@ func TestRedisOutageRestartAndFlush(t *testing.T) {
 	time.Sleep(time.Until(outage.Add(scaled(60*time.Second, 5*time.Minute+10*time.Second))))
 
 	// 3. Back, with what it held before the outage.
-	c.redis.start()
+	c.redis.Start()
 	if n, err := rdb.DBSize(ctx).Result(); err != nil || n == 0 {
 		t.Fatalf("Redis restarted with %d keys (%v): the entries from before the outage did not come back, the test would prove less", n, err)
 	}

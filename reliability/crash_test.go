@@ -45,10 +45,10 @@ func TestSIGKILLMidLoad(t *testing.T) {
 		testinfra.WaitFor(t, 60*time.Second, "50 more events delivered, and the victim with attempts in flight", func() bool {
 			return accepted() >= progress && inFlight() > 2*survivorConcurrency
 		})
-		victim.kill()
+		victim.Kill()
 		// The survivor works alone for a while, then the victim is back.
 		time.Sleep(2 * time.Second)
-		victim.start()
+		victim.Start()
 	}
 
 	sent := l.wait(t)
@@ -87,13 +87,13 @@ func TestNATSRestartMidLoad(t *testing.T) {
 	testinfra.WaitFor(t, 60*time.Second, "100 events delivered before the restart", func() bool {
 		return eps.accepted() >= 100
 	})
-	c.nats.stop()
+	c.nats.Stop()
 	down := time.Now()
 	time.Sleep(scaled(3*time.Second, 15*time.Second))
-	c.nats.start()
+	c.nats.Start()
 	t.Logf("NATS was down for %s", time.Since(down).Round(time.Millisecond))
 	for _, d := range []*dispatcher{a, b} {
-		testinfra.WaitFor(t, 30*time.Second, "dispatcher "+d.name+" ready again after the restart", d.ready)
+		testinfra.WaitFor(t, 30*time.Second, "dispatcher "+d.Name()+" ready again after the restart", d.Ready)
 	}
 	readyAgain := l.count()
 
@@ -134,14 +134,14 @@ func TestGracefulSIGTERMMidLoad(t *testing.T) {
 	testinfra.WaitFor(t, 60*time.Second, "60 events delivered, and a with attempts in flight", func() bool {
 		return eps.accepted() >= 60 && eps.inFlight() > 2*otherConcurrency
 	})
-	code, took := a.terminate(20 * time.Second)
+	code, took := a.Terminate(20 * time.Second)
 	if code != 0 {
 		t.Errorf("dispatcher exited with code %d after SIGTERM, want 0", code)
 	}
 	if took > 10*time.Second {
 		t.Errorf("shutdown took %s, want at most DISPATCHER_SHUTDOWN_TIMEOUT (5s) plus 5s", took)
 	}
-	logs := a.log.String()
+	logs := a.Log.String()
 	afterSignal := logs[strings.LastIndex(logs, "--- test: terminated"):]
 	finished := strings.Count(afterSignal, "msg=delivery.attempted")
 	if finished == 0 {
@@ -154,7 +154,7 @@ func TestGracefulSIGTERMMidLoad(t *testing.T) {
 		t.Errorf("endpoints saw %d requests abandoned mid-answer, want 0: SIGTERM must let attempts finish", n)
 	}
 	t.Logf("SIGTERM: exit %d after %s, %d attempts finished after the signal", code, took.Round(time.Millisecond), finished)
-	a.start()
+	a.Start()
 
 	sent := l.wait(t)
 	want, by := expectAll(sent, succeeded)

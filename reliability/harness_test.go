@@ -5,76 +5,36 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
-	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/blazelock/webhooks/dispatcher/deliverylog"
+	"github.com/blazelock/webhooks/internal/harness"
 	"github.com/blazelock/webhooks/internal/testinfra"
 	"github.com/blazelock/webhooks/publisher"
 	"github.com/blazelock/webhooks/schemas"
 	"github.com/blazelock/webhooks/subscriber/receiver"
 )
 
-// The dispatcher program, built once per test run.
-var build struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if build.dir != "" {
-		_ = os.RemoveAll(build.dir)
-	}
+	testinfra.RemoveBuilds()
 	os.Exit(code)
-}
-
-// dispatcherBinary builds ./dispatcher (with -race when this test binary
-// has it, so data races in the children fail the tests too).
-func dispatcherBinary(t *testing.T) string {
-	t.Helper()
-	build.once.Do(func() {
-		build.dir, build.err = os.MkdirTemp("", "reliability-dispatcher-")
-		if build.err != nil {
-			return
-		}
-		build.path = filepath.Join(build.dir, "dispatcher")
-		args := []string{"build", "-o", build.path}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		args = append(args, "github.com/blazelock/webhooks/dispatcher")
-		out, err := exec.Command("go", args...).CombinedOutput()
-		if err != nil {
-			build.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	})
-	if build.err != nil {
-		t.Fatal(build.err)
-	}
-	return build.path
 }
 
 // Timing of every dispatcher in this suite, unless a test overrides it.
@@ -91,141 +51,6 @@ const (
 	// bound of a crash.
 	concurrency = 16
 )
-
-// natsServer is a JetStream server in the test process that can be shut
-// down and started again on the same port and store directory.
-type natsServer struct {
-	t    *testing.T
-	port int
-	dir  string
-	mu   sync.Mutex
-	srv  *server.Server
-}
-
-func startNATS(t *testing.T) *natsServer {
-	t.Helper()
-	n := &natsServer{t: t, port: testinfra.FreePort(t), dir: t.TempDir()}
-	n.start()
-	t.Cleanup(n.stop)
-	return n
-}
-
-func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
-
-func (n *natsServer) start() {
-	n.t.Helper()
-	opts := &server.Options{
-		ServerName: "reliability", Host: "127.0.0.1", Port: n.port,
-		JetStream: true, StoreDir: n.dir, NoLog: true, NoSigs: true,
-	}
-	// The port may take a moment to be free again after a shutdown.
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		s, err := server.NewServer(opts)
-		if err != nil {
-			n.t.Fatalf("create nats-server: %v", err)
-		}
-		go s.Start()
-		if s.ReadyForConnections(5 * time.Second) {
-			n.mu.Lock()
-			n.srv = s
-			n.mu.Unlock()
-			return
-		}
-		s.Shutdown()
-		s.WaitForShutdown()
-		if time.Now().After(deadline) {
-			n.t.Fatalf("nats-server did not start on port %d", n.port)
-		}
-	}
-}
-
-func (n *natsServer) stop() {
-	n.mu.Lock()
-	s := n.srv
-	n.srv = nil
-	n.mu.Unlock()
-	if s != nil {
-		s.Shutdown()
-		s.WaitForShutdown()
-	}
-}
-
-// redisServer is a redis-server child process with an append-only file
-// fsynced on every write, so a kill and restart brings back exactly what
-// it held: the harder case for the cache (entries from before an outage
-// come back).
-type redisServer struct {
-	t   *testing.T
-	bin string
-	dir string
-	url string
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	arg []string
-}
-
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		msg := "no redis-server binary on PATH: install it (apt-get install -y redis-server)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip("SKIPPED LOUDLY: " + msg)
-	}
-	port := testinfra.FreePort(t)
-	r := &redisServer{t: t, bin: bin, dir: t.TempDir(), url: fmt.Sprintf("redis://127.0.0.1:%d/0", port)}
-	r.arg = []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log")}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *redisServer) start() {
-	r.t.Helper()
-	cmd := exec.Command(r.bin, r.arg...)
-	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
-	}
-	r.mu.Lock()
-	r.cmd = cmd
-	r.mu.Unlock()
-	testinfra.WaitFor(r.t, 15*time.Second, "redis-server to answer PING", func() bool { return testinfra.PingRedis(r.url) == nil })
-}
-
-// stop kills the server (SIGKILL: no shutdown save; the AOF has every write).
-func (r *redisServer) stop() {
-	r.mu.Lock()
-	cmd := r.cmd
-	r.cmd = nil
-	r.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-}
-
-// signal sends sig to the running server (SIGSTOP hangs it, SIGCONT resumes).
-func (r *redisServer) signal(sig syscall.Signal) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.cmd.Process.Signal(sig); err != nil {
-		r.t.Fatalf("signal %s to redis-server: %v", sig, err)
-	}
-}
-
-func (r *redisServer) client() *redis.Client {
-	opts, err := redis.ParseURL(r.url)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	c := redis.NewClient(opts)
-	r.t.Cleanup(func() { _ = c.Close() })
-	return c
-}
 
 // endpoint is a reference receiver on a fixed loopback port that can be
 // taken down (connections refused) and brought back.
@@ -309,9 +134,9 @@ type cluster struct {
 	t *testing.T
 	// nats is the single server of most tests; natsCluster, the
 	// three-node cluster of the cluster fault tests. One of them is nil.
-	nats        *natsServer
+	nats        *testinfra.NATS
 	natsCluster *testinfra.NATSCluster
-	redis       *redisServer
+	redis       *testinfra.Redis
 	adminToken  string
 	secretKey   string
 	env         map[string]string
@@ -323,22 +148,28 @@ type cluster struct {
 
 // newCluster starts NATS and Redis for the test. env overrides the
 // dispatchers' environment; with a REDIS_URL in env no Redis is started.
+//
+// NATS is a server in the test process that a test can shut down and
+// start again on the same port and store; Redis is a redis-server child
+// with an append-only file fsynced on every write, so a kill and restart
+// brings back exactly what it held: the harder case for the cache
+// (entries from before an outage come back).
 func newCluster(t *testing.T, env map[string]string) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
 	redisURL := env["REDIS_URL"] // a test may bring its own Redis
 	if redisURL == "" {
-		c.redis = startRedis(t)
-		redisURL = c.redis.url
+		c.redis = testinfra.StartRedisServer(t, true)
+		redisURL = c.redis.URL
 	}
-	c.nats = startNATS(t)
-	nc, err := nats.Connect(c.nats.url(), nats.Name("reliability-publisher"),
+	c.nats = testinfra.StartEmbeddedNATS(t)
+	nc, err := nats.Connect(c.nats.URL, nats.Name("reliability-publisher"),
 		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	c.init(c.nats.url(), redisURL, nc, env)
+	c.init(c.nats.URL, redisURL, nc, env)
 	return c
 }
 
@@ -349,13 +180,13 @@ func newCluster(t *testing.T, env map[string]string) *cluster {
 func newClusterOnNATSCluster(t *testing.T, env map[string]string) *cluster {
 	t.Helper()
 	c := &cluster{t: t}
-	c.redis = startRedis(t)
+	c.redis = testinfra.StartRedisServer(t, true)
 	c.natsCluster = testinfra.StartNATSCluster(t)
 	all := map[string]string{"DISPATCHER_NATS_REPLICAS": "3"}
 	for k, v := range env {
 		all[k] = v
 	}
-	c.init(c.natsCluster.URLs(), c.redis.url, c.natsCluster.Connect(), all)
+	c.init(c.natsCluster.URLs(), c.redis.URL, c.natsCluster.Connect(), all)
 	return c
 }
 
@@ -403,17 +234,17 @@ func (c *cluster) report() {
 	c.mu.Unlock()
 	dir := os.Getenv("RELIABILITY_LOG_DIR")
 	for _, d := range procs {
-		logs := d.log.String()
+		logs := d.Log.String()
 		if dir != "" {
-			name := strings.NewReplacer("/", "_", " ", "_").Replace(c.t.Name()) + "." + d.name + ".log"
+			name := strings.NewReplacer("/", "_", " ", "_").Replace(c.t.Name()) + "." + d.Name() + ".log"
 			_ = os.WriteFile(filepath.Join(dir, name), []byte(logs), 0o644)
 		}
 		if c.t.Failed() {
-			c.t.Logf("dispatcher %s log, warnings and errors:\n%s", d.name, problems(logs, 60))
+			c.t.Logf("dispatcher %s log, warnings and errors:\n%s", d.Name(), problems(logs, 60))
 			if len(logs) > 12000 {
 				logs = "…" + logs[len(logs)-12000:]
 			}
-			c.t.Logf("dispatcher %s log (tail):\n%s", d.name, logs)
+			c.t.Logf("dispatcher %s log (tail):\n%s", d.Name(), logs)
 		}
 	}
 }
@@ -443,167 +274,36 @@ func randomBytes(n int) []byte {
 
 func randomText(n int) string { return base64.RawURLEncoding.EncodeToString(randomBytes(n)) }
 
-// dispatcher is one dispatcher child process (restartable).
+// dispatcher is one dispatcher child process of the cluster
+// (restartable, see testinfra.Dispatcher).
 type dispatcher struct {
-	c      *cluster
-	name   string
-	env    map[string]string
-	log    *testinfra.LogBuffer // the child's output across restarts
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	addr   string
-	exited chan struct{}
+	*testinfra.Dispatcher
+	c *cluster
 }
 
 // startDispatcher starts a dispatcher with the cluster's environment plus
 // env, and waits until it is ready.
 func (c *cluster) startDispatcher(name string, env map[string]string) *dispatcher {
 	c.t.Helper()
-	d := &dispatcher{c: c, name: name, env: map[string]string{}, log: &testinfra.LogBuffer{}}
-	for k, v := range c.env {
-		d.env[k] = v
-	}
-	for k, v := range env {
-		d.env[k] = v
-	}
+	all := maps.Clone(c.env)
+	maps.Copy(all, env)
+	d := &dispatcher{Dispatcher: testinfra.StartDispatcher(c.t, name, all), c: c}
 	c.mu.Lock()
 	c.procs = append(c.procs, d)
 	c.mu.Unlock()
-	d.start()
-	c.t.Cleanup(d.cleanup)
 	return d
 }
 
-func (d *dispatcher) start() {
-	t := d.c.t
-	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", testinfra.FreePort(t))
-	cmd := exec.Command(dispatcherBinary(t))
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "DISPATCHER_") || strings.HasPrefix(k, "OTEL_") || k == "NATS_URL" || k == "REDIS_URL" {
-			continue // only what the test sets
-		}
-		cmd.Env = append(cmd.Env, kv)
-	}
-	for k, v := range d.env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	cmd.Env = append(cmd.Env, "DISPATCHER_HTTP_ADDR="+addr)
-	cmd.Stdout, cmd.Stderr = d.log, d.log
-	fmt.Fprintf(d.log, "--- test: starting %s at %s\n", d.name, time.Now().Format(time.RFC3339Nano))
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dispatcher %s: %v", d.name, err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	d.mu.Lock()
-	d.cmd, d.addr, d.exited = cmd, addr, exited
-	d.mu.Unlock()
-	testinfra.WaitFor(t, 60*time.Second, "dispatcher "+d.name+" ready", func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("dispatcher %s exited during start-up: %s\n%s", d.name, cmd.ProcessState, d.log.String())
-		default:
-		}
-		return d.ready()
-	})
-}
-
-func (d *dispatcher) ready() bool {
-	resp, err := httpClient.Get("http://" + d.addr + "/readyz")
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-func (d *dispatcher) signal(sig syscall.Signal) {
-	d.mu.Lock()
-	cmd := d.cmd
-	d.mu.Unlock()
-	fmt.Fprintf(d.log, "--- test: %s to %s at %s\n", sig, d.name, time.Now().Format(time.RFC3339Nano))
-	if err := cmd.Process.Signal(sig); err != nil {
-		d.c.t.Fatalf("signal %s to %s: %v", sig, d.name, err)
-	}
-}
-
-// kill sends SIGKILL and waits until the process is gone.
-func (d *dispatcher) kill() {
-	d.signal(syscall.SIGKILL)
-	<-d.exited
-}
-
-// terminate sends SIGTERM and waits up to timeout for the exit; it returns
-// the exit code and how long the shutdown took.
-func (d *dispatcher) terminate(timeout time.Duration) (exitCode int, took time.Duration) {
-	t := d.c.t
-	t.Helper()
-	start := time.Now()
-	d.signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(timeout):
-		d.kill()
-		t.Fatalf("dispatcher %s did not exit within %s of SIGTERM", d.name, timeout)
-	}
-	return d.cmd.ProcessState.ExitCode(), time.Since(start)
-}
-
-func (d *dispatcher) running() bool {
-	select {
-	case <-d.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// cleanup stops the process if it still runs, then fails the test on a
-// data race or panic report in anything it ever printed.
-func (d *dispatcher) cleanup() {
-	if d.running() {
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.exited:
-		case <-time.After(20 * time.Second):
-			_ = d.cmd.Process.Kill()
-			<-d.exited
-		}
-	}
-	logs := d.log.String()
-	for _, marker := range []string{"WARNING: DATA RACE", "panic:", "fatal error:"} {
-		if i := strings.Index(logs, marker); i >= 0 {
-			end := min(len(logs), i+6000)
-			d.c.t.Errorf("dispatcher %s printed %q:\n%s", d.name, marker, logs[i:end])
-		}
-	}
-}
-
-var httpClient = &http.Client{Timeout: 20 * time.Second}
-
-// request sends one HTTP request to the dispatcher's listener.
+// request sends one HTTP request to the dispatcher's listener with
+// exactly the given headers.
 func (d *dispatcher) request(method, path string, body []byte, header http.Header) (int, http.Header, []byte) {
 	t := d.c.t
 	t.Helper()
-	req, err := http.NewRequest(method, "http://"+d.addr+path, bytes.NewReader(body))
+	resp, err := d.API(d.c.adminToken).Request(context.Background(), method, path, body, header)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("on %s: %v", d.Name(), err)
 	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s on %s: %v", method, path, d.name, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s on %s: read answer: %v", method, path, d.name, err)
-	}
-	return resp.StatusCode, resp.Header, raw
+	return resp.Status, resp.Header, resp.Body
 }
 
 // api calls the management API with the admin token; in is marshalled to
@@ -611,17 +311,9 @@ func (d *dispatcher) request(method, path string, body []byte, header http.Heade
 func (d *dispatcher) api(method, path string, in, out any) int {
 	t := d.c.t
 	t.Helper()
-	var body []byte
-	h := http.Header{"Authorization": {"Bearer " + d.c.adminToken}}
-	if in != nil {
-		body, _ = json.Marshal(in)
-		h.Set("Content-Type", "application/json")
-	}
-	code, _, raw := d.request(method, path, body, h)
-	if out != nil && len(raw) > 0 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: decode %q: %v", method, path, raw, err)
-		}
+	code, err := d.API(d.c.adminToken).Call(context.Background(), method, path, in, out)
+	if err != nil {
+		t.Fatalf("on %s: %v", d.Name(), err)
 	}
 	return code
 }
@@ -643,20 +335,18 @@ func (c *cluster) configure(d *dispatcher, ep *endpoint, events ...string) strin
 
 func (c *cluster) putWebhook(d *dispatcher, id string, enabled bool, url string, events []string) {
 	c.t.Helper()
-	var resp map[string]any
-	code := d.api("PUT", "/v1/integrations/"+id+"/webhook", map[string]any{"enabled": enabled, "url": url, "events": events}, &resp)
-	if code != http.StatusOK && code != http.StatusCreated {
-		c.t.Fatalf("PUT webhook of %s: %d %v", id, code, resp)
+	if err := d.API(c.adminToken).PutWebhook(context.Background(), id, harness.Webhook{Enabled: enabled, URL: url, Events: events}); err != nil {
+		c.t.Fatalf("on %s: %v", d.Name(), err)
 	}
 }
 
 func (c *cluster) secret(d *dispatcher, id string) string {
 	c.t.Helper()
-	var resp struct{ Secret string }
-	if code := d.api("GET", "/v1/integrations/"+id+"/webhook/secret", nil, &resp); code != http.StatusOK || resp.Secret == "" {
-		c.t.Fatalf("GET secret of %s: %d", id, code)
+	secret, err := d.API(c.adminToken).Secret(context.Background(), id)
+	if err != nil {
+		c.t.Fatalf("on %s: %v", d.Name(), err)
 	}
-	return resp.Secret
+	return secret
 }
 
 // sentEvent is an event JetStream accepted (acknowledged the publish of).
@@ -810,26 +500,11 @@ func deref(s *string) string {
 func (d *dispatcher) deliveries(integration string) []delivery {
 	t := d.c.t
 	t.Helper()
-	var all []delivery
-	cursor := ""
-	for {
-		var page struct {
-			Deliveries []delivery `json:"deliveries"`
-			NextCursor *string    `json:"next_cursor"`
-		}
-		path := "/v1/integrations/" + integration + "/deliveries?limit=100"
-		if cursor != "" {
-			path += "&cursor=" + cursor
-		}
-		if code := d.api("GET", path, nil, &page); code != http.StatusOK {
-			t.Fatalf("list deliveries of %s: %d", integration, code)
-		}
-		all = append(all, page.Deliveries...)
-		if page.NextCursor == nil {
-			return all
-		}
-		cursor = *page.NextCursor
+	all, err := harness.Deliveries[delivery](context.Background(), d.API(d.c.adminToken), integration)
+	if err != nil {
+		t.Fatalf("on %s: %v", d.Name(), err)
 	}
+	return all
 }
 
 // deliveryWithAttempts reads one delivery with its attempts.

@@ -159,7 +159,7 @@ func TestBadInputOnTheBus(t *testing.T) {
 		}
 	}
 	testinfra.WaitFor(t, 10*time.Second, "the dispatcher to drop the retry-lane garbage", func() bool {
-		return strings.Contains(a.log.String(), "undecodable retry message dropped")
+		return strings.Contains(a.Log.String(), "undecodable retry message dropped")
 	})
 	for _, lane := range []struct{ stream, consumer string }{
 		{natsinfra.EventsStream, natsinfra.EventsConsumer}, {natsinfra.RetriesStream, natsinfra.RetriesConsumer},

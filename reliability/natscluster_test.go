@@ -435,15 +435,15 @@ func TestClusterNodePartitioned(t *testing.T) {
 	cut := nc.StreamLeader(natsinfra.EventsStream)
 	if cut != nc.Nodes[2] {
 		// b must be on the majority: restart it there.
-		r.b.terminate(20 * time.Second)
+		r.b.Terminate(20 * time.Second)
 		var urls []string
 		for _, n := range nc.Nodes {
 			if n != cut {
 				urls = append(urls, n.URL())
 			}
 		}
-		r.b.env["NATS_URL"] = strings.Join(urls, ",")
-		r.b.start()
+		r.b.Setenv("NATS_URL", strings.Join(urls, ","))
+		r.b.Start()
 	}
 	r.a = c.startDispatcher("a", map[string]string{"NATS_URL": cut.URL()})
 	var majority []*testinfra.NATSNode
@@ -459,18 +459,18 @@ func TestClusterNodePartitioned(t *testing.T) {
 
 	r.waitAccepted(80, "80 events delivered before the partition")
 	at := r.struck("partition of " + cut.Name)
-	fmt.Fprintf(r.a.log, "--- test: partition of %s at %s\n", cut.Name, at.Format(time.RFC3339Nano))
+	fmt.Fprintf(r.a.Log, "--- test: partition of %s at %s\n", cut.Name, at.Format(time.RFC3339Nano))
 	cut.Partition()
 	r.waitResumed(at)
 	time.Sleep(time.Until(at.Add(scaled(20*time.Second, 45*time.Second))))
 	healed := r.struck("heal of " + cut.Name + " (its higher Raft terms force new elections)")
 	cut.Heal()
-	fmt.Fprintf(r.a.log, "--- test: healed %s at %s\n", cut.Name, healed.Format(time.RFC3339Nano))
+	fmt.Fprintf(r.a.Log, "--- test: healed %s at %s\n", cut.Name, healed.Format(time.RFC3339Nano))
 	nc.WaitHealthy(90 * time.Second)
 	t.Logf("healed after %s; cluster healthy %s later; leaders: %s", healed.Sub(at).Round(time.Millisecond),
 		time.Since(healed).Round(time.Millisecond), r.leaders())
 
-	logs := r.a.log.String()
+	logs := r.a.Log.String()
 	from, to := strings.Index(logs, "--- test: partition"), strings.Index(logs, "--- test: healed")
 	r.finish()
 	t.Logf("dispatcher a (on %s) finished %d attempts while cut off", cut.Name, strings.Count(logs[from:to], "msg=delivery.attempted"))

@@ -200,8 +200,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	// Stop both: telemetry is flushed at shutdown.
 	for _, d := range []*dispatcher{a, b} {
-		if code, _ := d.terminate(30 * time.Second); code != 0 {
-			t.Errorf("dispatcher %s exited %d", d.name, code)
+		if code, _ := d.Terminate(30 * time.Second); code != 0 {
+			t.Errorf("dispatcher %s exited %d", d.Name(), code)
 		}
 	}
 
@@ -215,15 +215,15 @@ func TestSecretsNeverLeak(t *testing.T) {
 		name string
 		data []byte
 	}{
-		{"dispatcher logs", []byte(a.log.String() + b.log.String())},
+		{"dispatcher logs", []byte(a.Log.String() + b.Log.String())},
 		{"OTLP traces", sink.all("/v1/traces")},
 		{"OTLP metrics", sink.all("/v1/metrics")},
 		{"OTLP logs", sink.all("/v1/logs")},
 		{"/metrics", metrics.Bytes()},
 		{"API answers", answers.Bytes()},
 		{"requests to the endpoints", endpointTraffic.Bytes()},
-		{"JetStream store files", readTree(t, c.nats.dir)},
-		{"Redis files", readTree(t, c.redis.dir)},
+		{"JetStream store files", readTree(t, c.nats.StoreDir)},
+		{"Redis files", readTree(t, c.redis.Dir)},
 	}
 	// The scan must be able to find something: check what it reads.
 	for _, h := range []struct{ name, mustContain string }{

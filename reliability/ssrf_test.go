@@ -92,7 +92,7 @@ func TestSSRF(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 	}))
 	lax := c.startDispatcher("lax", nil)
-	strict.terminate(20 * time.Second)
+	strict.Terminate(20 * time.Second)
 	want, by := map[string]outcome{}, map[string][]string{}
 	var redirectHits atomic.Int64
 	for _, status := range []int{301, 302, 303, 307, 308} {
@@ -128,8 +128,8 @@ func TestSSRF(t *testing.T) {
 		target.SetSecret(id, c.secret(lax, id))
 		by[id] = nil
 	}
-	lax.terminate(20 * time.Second)
-	strict.start()
+	lax.Terminate(20 * time.Second)
+	strict.Start()
 	for id := range by {
 		ev := c.publish(id, schemas.EventSubmitted)
 		want[ev.ID] = outcome{State: deliverylog.StateDead, Reason: "ssrf_refused"}

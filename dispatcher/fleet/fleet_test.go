@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -186,27 +184,8 @@ func TestGeneratedIDIsAValidKey(t *testing.T) {
 // own heartbeats does not trust the silence of the others); afterwards the
 // heartbeats and the watch carry on, so a process joining then is seen.
 func TestMembershipSurvivesNATSRestart(t *testing.T) {
-	if os.Getenv("NATS_URL") != "" {
-		t.Skip("restarts an embedded server; NATS_URL points at an external one")
-	}
-	opts := &server.Options{
-		ServerName: "fleet", Host: "127.0.0.1", Port: testinfra.FreePort(t),
-		JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	}
-	start := func() *server.Server {
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats-server not ready")
-		}
-		return s
-	}
-	s := start()
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	url := s.ClientURL()
+	s := testinfra.StartEmbeddedNATS(t) // its own, whatever NATS_URL says
+	url := s.URL
 	freshBucket(t, connect(t, url))
 
 	logs := &testinfra.LogBuffer{}
@@ -220,8 +199,7 @@ func TestMembershipSurvivesNATSRestart(t *testing.T) {
 	b := join(t, connect(t, url), ob)
 	waitSize(t, a, 2, time.Second)
 
-	s.Shutdown()
-	s.WaitForShutdown()
+	s.Stop()
 	down := time.Now()
 	testinfra.WaitFor(t, 5*time.Second, "an outage of twice StaleAfter", func() bool {
 		if a.Size() != 2 || b.Size() != 2 {
@@ -233,7 +211,7 @@ func TestMembershipSurvivesNATSRestart(t *testing.T) {
 		t.Fatalf("the outage was not logged:\n%s", logs)
 	}
 
-	s = start()
+	s.Start()
 	restarted := time.Now()
 	oc := o
 	oc.ID = "c"

@@ -30,5 +30,5 @@ func startRedisContainer(t testing.TB) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Redis{URL: url}, nil
+	return &Redis{URL: url, t: t}, nil
 }

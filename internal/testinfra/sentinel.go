@@ -2,18 +2,18 @@ package testinfra
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/blazelock/webhooks/internal/harness"
 )
 
 // RedisSentinel is a primary, a replica and one Sentinel, each a
@@ -26,20 +26,9 @@ type RedisSentinel struct {
 	MasterName string
 	// URL is the REDIS_URL a dispatcher gets: go-redis's failover form.
 	URL              string
-	Primary, Replica *RedisProcess
-	Sentinel         *RedisProcess
+	Primary, Replica *harness.Redis
+	Sentinel         *harness.Redis
 	link             *Proxy
-}
-
-// RedisProcess is one redis-server child process.
-type RedisProcess struct {
-	Name string
-	Addr string // host:port
-	dir  string
-	bin  string
-	args []string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
 }
 
 // StartRedisSentinel starts the three processes and waits until the
@@ -49,35 +38,32 @@ type RedisProcess struct {
 // without an answer, and one Sentinel is a quorum.
 func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		unavailable(t, "no redis-server binary on PATH for the Sentinel test: install it (apt-get install -y redis-server)")
-	}
 	dir := t.TempDir()
 	s := &RedisSentinel{t: t, MasterName: "blazelock"}
-	newProc := func(name string, extra ...string) *RedisProcess {
-		port := FreePort(t)
-		p := &RedisProcess{Name: name, Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: filepath.Join(dir, name), bin: bin}
-		if err := os.MkdirAll(p.dir, 0o700); err != nil {
-			t.Fatal(err)
+	// Each is a pure cache, as the README recommends: nothing persisted.
+	newServer := func(name string) *harness.Redis {
+		r, err := harness.NewRedis(harness.RedisOptions{Name: name, Dir: filepath.Join(dir, name)})
+		if errors.Is(err, harness.ErrNoRedisServer) {
+			unavailable(t, "the Sentinel test: "+err.Error())
 		}
-		// A pure cache, as the README recommends: nothing persisted.
-		p.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--dir", p.dir, "--logfile", filepath.Join(p.dir, "redis.log")}, extra...)
-		return p
+		if err != nil {
+			t.Fatalf("testinfra: %v", err)
+		}
+		return r
 	}
-	s.Primary = newProc("primary")
+	s.Primary = newServer("primary")
 	s.link = StartProxy(t, s.Primary.Addr)
 	host, port, _ := net.SplitHostPort(s.link.Addr())
-	s.Replica = newProc("replica", "--replicaof", host, port)
-	s.Sentinel = newProc("sentinel")
+	s.Replica = newServer("replica")
+	s.Replica.Args = append(s.Replica.Args, "--replicaof", host, port)
+	s.Sentinel = newServer("sentinel")
 	ph, pp, _ := net.SplitHostPort(s.Primary.Addr)
 	_, sp, _ := net.SplitHostPort(s.Sentinel.Addr)
-	conf := filepath.Join(s.Sentinel.dir, "sentinel.conf")
+	conf := filepath.Join(s.Sentinel.Dir, "sentinel.conf")
 	// Sentinel rewrites its file as it learns, so it lives in its own dir.
 	// failover-timeout stays long: Sentinel would otherwise "fix" the
 	// replica's link through the proxy after it (+fix-slave-config).
-	err = os.WriteFile(conf, fmt.Appendf(nil, `port %s
+	err := os.WriteFile(conf, fmt.Appendf(nil, `port %s
 bind 127.0.0.1
 dir %q
 logfile %q
@@ -85,21 +71,23 @@ sentinel monitor %s %s %s 1
 sentinel down-after-milliseconds %s 1000
 sentinel failover-timeout %s 180000
 sentinel parallel-syncs %s 1
-`, sp, s.Sentinel.dir, filepath.Join(s.Sentinel.dir, "sentinel.log"), s.MasterName, ph, pp, s.MasterName, s.MasterName, s.MasterName), 0o600)
+`, sp, s.Sentinel.Dir, filepath.Join(s.Sentinel.Dir, "sentinel.log"), s.MasterName, ph, pp, s.MasterName, s.MasterName, s.MasterName), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Sentinel.args = []string{conf, "--sentinel"}
+	s.Sentinel.Args = []string{conf, "--sentinel"}
 	s.URL = fmt.Sprintf("redis://%s/0?master_name=%s", s.Sentinel.Addr, s.MasterName)
 
-	for _, p := range []*RedisProcess{s.Primary, s.Replica, s.Sentinel} {
-		p.start(t)
+	for _, p := range []*harness.Redis{s.Primary, s.Replica, s.Sentinel} {
 		t.Cleanup(p.Kill)
+		if err := p.Start(context.Background()); err != nil {
+			t.Fatalf("testinfra: %v", err)
+		}
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, p := range []*RedisProcess{s.Primary, s.Replica, s.Sentinel} {
-				b, _ := os.ReadFile(filepath.Join(p.dir, map[bool]string{true: "sentinel.log", false: "redis.log"}[p == s.Sentinel]))
+			for _, p := range []*harness.Redis{s.Primary, s.Replica, s.Sentinel} {
+				b, _ := os.ReadFile(filepath.Join(p.Dir, map[bool]string{true: "sentinel.log", false: "redis.log"}[p == s.Sentinel]))
 				if len(b) > 6000 {
 					b = b[len(b)-6000:]
 				}
@@ -129,40 +117,14 @@ sentinel parallel-syncs %s 1
 	return s
 }
 
-func (p *RedisProcess) start(t testing.TB) {
-	t.Helper()
-	cmd := exec.Command(p.bin, p.args...)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("testinfra: start redis-server %s: %v", p.Name, err)
-	}
-	p.mu.Lock()
-	p.cmd = cmd
-	p.mu.Unlock()
-	WaitFor(t, 15*time.Second, "redis-server "+p.Name+" to answer PING", func() bool {
-		return PingRedis("redis://"+p.Addr) == nil
-	})
-}
-
-// Kill sends SIGKILL and waits for the process to end.
-func (p *RedisProcess) Kill() {
-	p.mu.Lock()
-	cmd := p.cmd
-	p.cmd = nil
-	p.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-}
-
 // Client returns a plain client of one process, closed at cleanup.
-func (s *RedisSentinel) Client(p *RedisProcess) *redis.Client {
+func (s *RedisSentinel) Client(p *harness.Redis) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: p.Addr, DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
 	s.t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
-func (s *RedisSentinel) info(p *RedisProcess, section string) string {
+func (s *RedisSentinel) info(p *harness.Redis, section string) string {
 	c := redis.NewClient(&redis.Options{Addr: p.Addr, DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -9,17 +9,22 @@
 //  4. otherwise the test fails with an actionable message under CI=true, and is
 //     skipped with a loud message locally. There are no silent skips.
 //
-// Every server and client is released with t.Cleanup.
+// Fault tests that stop, kill and restart their servers get servers of
+// their own whatever the environment says (StartEmbeddedNATS,
+// StartRedisServer, StartNATSCluster, StartRedisSentinel), and dispatcher
+// child processes (StartDispatcher).
+//
+// The helpers here are thin testing.TB wrappers around package
+// internal/harness, which the benchmark uses too: they fail the test on
+// an error, and release every server, process and client with t.Cleanup.
 package testinfra
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -28,54 +33,66 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/blazelock/webhooks/internal/harness"
 	"github.com/blazelock/webhooks/internal/natsinfra"
 )
 
-// NATS is a running JetStream-enabled server for one test.
+// NATS is a JetStream server for one test.
 type NATS struct {
-	URL    string
-	Server *server.Server // nil when NATS_URL points at an external server
+	URL string
+	// StoreDir is an embedded server's JetStream store ("" for NATS_URL).
+	StoreDir string
+	t        testing.TB
+	embedded *harness.EmbeddedNATS // nil for NATS_URL
 }
 
 // StartNATS returns a JetStream server for the test. With NATS_URL set the
 // external server is used (it must be dedicated to tests: run `go test -p 1`);
-// otherwise a fresh embedded server with its store in t.TempDir().
+// otherwise a fresh embedded server (see StartEmbeddedNATS).
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
 	if url := os.Getenv("NATS_URL"); url != "" {
-		return &NATS{URL: url}
+		return &NATS{URL: url, t: t}
 	}
-	s := RunEmbeddedNATS(t, t.TempDir())
-	return &NATS{URL: s.ClientURL(), Server: s}
+	return StartEmbeddedNATS(t)
 }
 
-// RunEmbeddedNATS starts an embedded nats-server with JetStream storing in
-// storeDir, listening on a random loopback port, and shuts it down at cleanup.
-func RunEmbeddedNATS(t testing.TB, storeDir string) *server.Server {
+// StartEmbeddedNATS starts a nats-server in the test process, with
+// JetStream storing in t.TempDir(), on a free loopback port, whatever
+// NATS_URL says: Stop and Start take it down and bring it back on the
+// same port and store. It is shut down at cleanup.
+func StartEmbeddedNATS(t testing.TB) *NATS {
 	t.Helper()
-	opts := &server.Options{
-		ServerName: "test",
-		Host:       "127.0.0.1",
-		Port:       server.RANDOM_PORT,
-		JetStream:  true,
-		StoreDir:   storeDir,
-		NoLog:      true,
-		NoSigs:     true,
-	}
-	s, err := server.NewServer(opts)
+	dir := t.TempDir()
+	e, err := harness.StartEmbeddedNATS(context.Background(), harness.JetStreamOptions("test", dir, server.RANDOM_PORT))
 	if err != nil {
-		t.Fatalf("testinfra: create embedded nats-server: %v", err)
+		t.Fatalf("testinfra: embedded nats-server: %v", err)
 	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		t.Fatalf("testinfra: embedded nats-server not ready within 10s")
+	t.Cleanup(e.Shutdown)
+	return &NATS{URL: e.URL(), StoreDir: dir, t: t, embedded: e}
+}
+
+// Stop shuts the embedded server down: cleanly, as an operator stopping
+// it would, not a crash.
+func (n *NATS) Stop() {
+	n.t.Helper()
+	n.own().Shutdown()
+}
+
+// Start starts the embedded server again on the same port and store.
+func (n *NATS) Start() {
+	n.t.Helper()
+	if err := n.own().Start(context.Background()); err != nil {
+		n.t.Fatalf("testinfra: restart nats-server: %v", err)
 	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
+}
+
+func (n *NATS) own() *harness.EmbeddedNATS {
+	n.t.Helper()
+	if n.embedded == nil {
+		n.t.Fatal("testinfra: the server at NATS_URL is not the test's to stop or start")
+	}
+	return n.embedded
 }
 
 // Connect opens a client connection to the server and closes it at cleanup.
@@ -92,11 +109,17 @@ func (n *NATS) Connect(t testing.TB) *nats.Conn {
 // Redis is a running Redis server for one test.
 type Redis struct {
 	URL string
-	// Stop and Start kill and restart a redis-server this package started, on
-	// the same port (for outage tests). They are nil for an external REDIS_URL
-	// and for a container: outage tests need a redis-server binary.
+	// Dir is a private redis-server's directory ("" otherwise).
+	Dir string
+	// Stop and Start kill (SIGKILL) and restart a redis-server this
+	// package started, on the same port (for outage tests). They are nil
+	// for an external REDIS_URL and for a container: outage tests need a
+	// redis-server binary.
 	Stop  func()
 	Start func()
+
+	t      testing.TB
+	server *harness.Redis // nil for REDIS_URL and a container
 }
 
 // StartRedis returns a Redis for the test: REDIS_URL when set (tests then
@@ -106,10 +129,9 @@ type Redis struct {
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
 	if url := os.Getenv("REDIS_URL"); url != "" {
-		return &Redis{URL: url}
+		return &Redis{URL: url, t: t}
 	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
+	if _, err := exec.LookPath("redis-server"); err != nil {
 		r, dockerErr := startRedisContainer(t)
 		if dockerErr != nil {
 			unavailable(t, "no REDIS_URL, no redis-server binary on PATH, and no Docker for testcontainers ("+dockerErr.Error()+
@@ -117,32 +139,46 @@ func StartRedis(t testing.TB) *Redis {
 		}
 		return r
 	}
-	port := FreePort(t)
-	dir := t.TempDir()
-	r := &Redis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port)}
-	var cmd *exec.Cmd
+	return StartRedisServer(t, false)
+}
+
+// StartRedisServer starts a private redis-server for the test, whatever
+// REDIS_URL says, on a free loopback port in t.TempDir(), and kills it at
+// cleanup. With persistent, an append-only file is fsynced on every
+// write, so a killed and restarted server comes back with exactly what it
+// held; otherwise it is a pure cache. Without a redis-server binary the
+// test fails under CI=true and is skipped, loudly, elsewhere.
+func StartRedisServer(t testing.TB, persistent bool) *Redis {
+	t.Helper()
+	s, err := harness.NewRedis(harness.RedisOptions{Name: "test", Dir: t.TempDir(), Persistent: persistent})
+	if errors.Is(err, harness.ErrNoRedisServer) {
+		unavailable(t, err.Error())
+	}
+	if err != nil {
+		t.Fatalf("testinfra: %v", err)
+	}
+	r := &Redis{URL: s.URL(), Dir: s.Dir, t: t, server: s, Stop: s.Kill}
 	r.Start = func() {
 		t.Helper()
-		cmd = exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("testinfra: start redis-server: %v", err)
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatalf("testinfra: %v", err)
 		}
-		WaitFor(t, 10*time.Second, "redis-server to answer PING", func() bool {
-			return PingRedis(r.URL) == nil
-		})
-	}
-	r.Stop = func() {
-		if cmd == nil || cmd.Process == nil {
-			return
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		cmd = nil
 	}
 	r.Start()
-	t.Cleanup(r.Stop)
+	t.Cleanup(s.Kill)
 	return r
+}
+
+// Signal sends sig to a redis-server this package started (SIGSTOP hangs
+// it, SIGCONT resumes it).
+func (r *Redis) Signal(sig os.Signal) {
+	r.t.Helper()
+	if r.server == nil {
+		r.t.Fatal("testinfra: only a redis-server of the test's own can be signalled")
+	}
+	if err := r.server.Signal(sig); err != nil {
+		r.t.Fatalf("testinfra: %v", err)
+	}
 }
 
 // Client returns a go-redis client for the server, closed at cleanup.
@@ -164,43 +200,24 @@ func KeyPrefix(t testing.TB) string {
 }
 
 // PingRedis dials the URL and sends one PING.
-func PingRedis(url string) error {
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return err
-	}
-	opts.DialTimeout = time.Second
-	c := redis.NewClient(opts)
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	return c.Ping(ctx).Err()
-}
+func PingRedis(url string) error { return harness.PingRedis(context.Background(), url) }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := harness.FreePort()
 	if err != nil {
-		t.Fatalf("testinfra: find a free port: %v", err)
+		t.Fatalf("testinfra: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // WaitFor polls cond every 10ms until it holds or the timeout passes, then
 // fails the test naming what it waited for. Use it instead of sleeps.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := harness.Poll(context.Background(), timeout, 10*time.Millisecond, what, func() (bool, error) { return cond(), nil }); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -1,5 +1,5 @@
 //go:build !race
 
-package reliability
+package testinfra
 
 const raceEnabled = false
