@@ -169,7 +169,28 @@ func TestEveryFailureKindIsRetried(t *testing.T) {
 }
 
 func TestConfigChangesApplyToTheNextAttempt(t *testing.T) {
-	s := newStack(t, map[string]string{"DISPATCHER_RETRY_SCHEDULE": "2s,2s,2s"})
+	testConfigChangesApplyToTheNextAttempt(t, newStack(t, map[string]string{"DISPATCHER_RETRY_SCHEDULE": "2s,2s,2s"}))
+}
+
+// The same through a Redis Cluster cache: REDIS_URL in go-redis's cluster
+// form, and every change honoured by the next attempt.
+func TestConfigChangesApplyThroughARedisCluster(t *testing.T) {
+	rc := testinfra.StartRedisCluster(t)
+	s := newStack(t, map[string]string{"DISPATCHER_RETRY_SCHEDULE": "2s,2s,2s", "REDIS_URL": rc.URL})
+	testConfigChangesApplyToTheNextAttempt(t, s)
+	if logs := s.logs.String(); !strings.Contains(logs, "redis_cluster=true") {
+		t.Fatalf("the dispatcher did not open a Redis Cluster client:\n%s", logs)
+	}
+	var entries int64 // three integrations: not necessarily one per shard
+	for _, shard := range rc.Shards {
+		entries += rc.ShardClient(shard).DBSize(context.Background()).Val()
+	}
+	if entries == 0 {
+		t.Error("no shard holds a cache entry: the attempts did not read through the cluster")
+	}
+}
+
+func testConfigChangesApplyToTheNextAttempt(t *testing.T, s *stack) {
 	a := s.dispatcher()
 
 	t.Run("disable skips", func(t *testing.T) {

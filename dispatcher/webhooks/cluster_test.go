@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/blazelock/webhooks/internal/harness"
 	"github.com/blazelock/webhooks/internal/testinfra"
 )
 
@@ -64,7 +65,7 @@ func TestRedisClusterCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var shard *testinfra.RedisProcess
+	var shard *harness.Redis
 	for _, p := range rc.Shards {
 		if p.Addr == primary.Options().Addr {
 			shard = p

@@ -10,9 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -253,53 +250,6 @@ func redisAddr(t testing.TB, url string) string {
 		t.Fatal(err)
 	}
 	return o.Addr
-}
-
-// persistentRedis is a redis-server of this test whose data survives a
-// SIGKILL as of its last SAVE: the way a Redis restored from an older
-// snapshot comes back.
-type persistentRedis struct {
-	url, dir, bin string
-	port          int
-	cmd           *exec.Cmd
-}
-
-func startPersistentRedis(t testing.TB) *persistentRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server binary needed for the snapshot test: %v", err)
-		}
-		t.Skipf("SKIPPED LOUDLY: the snapshot-restore test needs a redis-server binary on PATH: %v", err)
-	}
-	r := &persistentRedis{bin: bin, dir: t.TempDir(), port: testinfra.FreePort(t)}
-	r.url = "redis://127.0.0.1:" + strconv.Itoa(r.port) + "/0"
-	r.start(t)
-	t.Cleanup(r.kill)
-	return r
-}
-
-func (r *persistentRedis) start(t testing.TB) {
-	t.Helper()
-	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir, "--dbfilename", "dump.rdb",
-		"--logfile", filepath.Join(r.dir, "redis.log"))
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	testinfra.WaitFor(t, 10*time.Second, "redis-server to answer PING", func() bool {
-		return testinfra.PingRedis(r.url) == nil
-	})
-}
-
-// kill stops the server with SIGKILL: nothing after the last SAVE survives.
-func (r *persistentRedis) kill() {
-	if r.cmd != nil && r.cmd.Process != nil {
-		_ = r.cmd.Process.Kill()
-		_ = r.cmd.Wait()
-		r.cmd = nil
-	}
 }
 
 // captureHandler counts log records, for the log-throttling test.

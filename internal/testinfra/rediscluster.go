@@ -2,9 +2,9 @@ package testinfra
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/blazelock/webhooks/internal/harness"
 )
 
 // RedisCluster is a Redis Cluster of three primaries without replicas,
@@ -22,7 +24,7 @@ type RedisCluster struct {
 	// URL is the REDIS_URL a dispatcher gets: go-redis's cluster form, the
 	// first node's address with the others as addr= parameters.
 	URL    string
-	Shards []*RedisProcess
+	Shards []*harness.Redis
 }
 
 // StartRedisCluster starts the three processes, assigns the slots, joins
@@ -34,37 +36,37 @@ type RedisCluster struct {
 // cache shard looks like.
 func StartRedisCluster(t testing.TB) *RedisCluster {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		unavailable(t, "no redis-server binary on PATH for the Redis Cluster test: install it (apt-get install -y redis-server)")
-	}
 	dir := t.TempDir()
 	c := &RedisCluster{t: t}
 	const shards = 3
 	var firstBusPort int
 	for i := range shards {
+		name := fmt.Sprintf("shard-%d", i+1)
+		p, err := harness.NewRedis(harness.RedisOptions{Name: name, Dir: filepath.Join(dir, name)})
+		if errors.Is(err, harness.ErrNoRedisServer) {
+			unavailable(t, "the Redis Cluster test: "+err.Error())
+		}
+		if err != nil {
+			t.Fatalf("testinfra: %v", err)
+		}
 		// The cluster bus port is set explicitly: the default (port +
 		// 10,000) may be taken or above 65,535 for an ephemeral port.
-		port, busPort := FreePort(t), FreePort(t)
+		busPort := FreePort(t)
 		if i == 0 {
 			firstBusPort = busPort
 		}
-		p := &RedisProcess{Name: fmt.Sprintf("shard-%d", i+1), Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: filepath.Join(dir, fmt.Sprintf("shard-%d", i+1)), bin: bin}
-		if err := os.MkdirAll(p.dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		p.args = []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--dir", p.dir, "--logfile", filepath.Join(p.dir, "redis.log"),
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(p.dir, "nodes.conf"),
-			"--cluster-port", strconv.Itoa(busPort), "--cluster-node-timeout", "2000"}
-		p.start(t)
+		p.Args = append(p.Args, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(p.Dir, "nodes.conf"),
+			"--cluster-port", strconv.Itoa(busPort), "--cluster-node-timeout", "2000")
 		t.Cleanup(p.Kill)
+		if err := p.Start(context.Background()); err != nil {
+			t.Fatalf("testinfra: %v", err)
+		}
 		c.Shards = append(c.Shards, p)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, p := range c.Shards {
-				b, _ := os.ReadFile(filepath.Join(p.dir, "redis.log"))
+				b, _ := os.ReadFile(filepath.Join(p.Dir, "redis.log"))
 				if len(b) > 4000 {
 					b = b[len(b)-4000:]
 				}
@@ -105,7 +107,7 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 }
 
 // client returns a plain client of one shard; the caller closes it.
-func (c *RedisCluster) client(p *RedisProcess) *redis.Client {
+func (c *RedisCluster) client(p *harness.Redis) *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: p.Addr, DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
 }
 
@@ -141,7 +143,7 @@ func (c *RedisCluster) Client() *redis.ClusterClient {
 }
 
 // ShardClient returns a plain client of one shard, closed at cleanup.
-func (c *RedisCluster) ShardClient(p *RedisProcess) *redis.Client {
+func (c *RedisCluster) ShardClient(p *harness.Redis) *redis.Client {
 	node := c.client(p)
 	c.t.Cleanup(func() { _ = node.Close() })
 	return node
@@ -149,8 +151,10 @@ func (c *RedisCluster) ShardClient(p *RedisProcess) *redis.Client {
 
 // Restart starts a killed shard again on its port and waits until the
 // cluster is whole again.
-func (c *RedisCluster) Restart(p *RedisProcess) {
+func (c *RedisCluster) Restart(p *harness.Redis) {
 	c.t.Helper()
-	p.start(c.t)
+	if err := p.Start(context.Background()); err != nil {
+		c.t.Fatalf("testinfra: %v", err)
+	}
 	c.WaitHealthy()
 }
