@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -85,7 +86,10 @@ type app struct {
 	lanes              sync.WaitGroup
 	stopLanes          context.CancelFunc
 	scheduler          *flow.Scheduler
-	closers            []func(context.Context)
+	// pulls says whether JetStream answers the lanes' pulls; set before
+	// ready.
+	pulls   *consume.Watchdog
+	closers []func(context.Context)
 }
 
 // start brings everything up. On error, whatever was started is closed.
@@ -240,14 +244,14 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeStatus(w, http.StatusOK, "ok")
+		writeStatus(w, http.StatusOK, "ok", "")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !a.ready.Load() || !nc.IsConnected() {
-			writeStatus(w, http.StatusServiceUnavailable, "not ready")
+		if reason := a.unready(); reason != "" {
+			writeStatus(w, http.StatusServiceUnavailable, "not ready", reason)
 			return
 		}
-		writeStatus(w, http.StatusOK, "ready")
+		writeStatus(w, http.StatusOK, "ready", "")
 	})
 	mux.Handle("GET /metrics", tel.MetricsHandler)
 	deliveries := replay.New(deliveryLog, lane, js)
@@ -287,6 +291,18 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 	return a, nil
 }
 
+// unready says why the process is not ready, or "".
+func (a *app) unready() string {
+	switch {
+	case !a.ready.Load():
+		return "starting or stopping"
+	case !a.nc.IsConnected():
+		return "NATS disconnected, reconnecting"
+	default:
+		return a.pulls.Stalled()
+	}
+}
+
 // pullBatch is how many messages each lane's client buffers ahead of the
 // scheduler. Buffered messages' AckWait is running, so it stays small
 // beside the scheduler's queue budget; nats.go pulls again below half.
@@ -297,6 +313,14 @@ func (a *app) startLanes(ctx context.Context, js jetstream.JetStream, pipe *pipe
 	laneCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopLanes = stop
 	a.scheduler.Start(laneCtx)
+	a.pulls = consume.NewWatchdog(consume.WatchdogOptions{
+		StallAfter: consume.DefaultStallAfter, Conn: a.nc, Logger: a.logger,
+	})
+	a.lanes.Add(1)
+	go func() {
+		defer a.lanes.Done()
+		a.pulls.Run(laneCtx)
+	}()
 	lanes := []struct {
 		stream, consumer, name string
 		handle                 consume.Handler
@@ -324,6 +348,7 @@ func (a *app) startLanes(ctx context.Context, js jetstream.JetStream, pipe *pipe
 			err := consume.Run(laneCtx, cons, l.handle, consume.Options{
 				Scheduler: a.scheduler, Key: l.key, Park: l.park, PullBatch: pullBatch,
 				ShutdownTimeout: a.cfg.Pipeline.ShutdownTimeout, Logger: a.logger, Name: l.name,
+				Watchdog: a.pulls,
 			})
 			if err != nil {
 				a.logger.Error("consumer stopped", "lane", l.name, "err", err)
@@ -526,8 +551,13 @@ func tuneRedis(clientName *string, contextTimeout *bool, dial, read, write *time
 	*maxRetries = 1
 }
 
-func writeStatus(w http.ResponseWriter, code int, status string) {
+// writeStatus answers a probe: {"status": ..., "reason": ...}, the
+// reason only when there is one.
+func writeStatus(w http.ResponseWriter, code int, status, reason string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	fmt.Fprintf(w, "{\"status\":%q}\n", status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Status string `json:"status"`
+		Reason string `json:"reason,omitempty"`
+	}{status, reason})
 }

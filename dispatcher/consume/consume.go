@@ -89,6 +89,8 @@ type Options struct {
 	Logger          *slog.Logger
 	// Name labels log lines ("events" or "retries").
 	Name string
+	// Watchdog, when set, is told whether this lane's pulls are answered.
+	Watchdog *Watchdog
 }
 
 // Run consumes until ctx ends, then stops pulling and hands back messages
@@ -100,7 +102,14 @@ type Options struct {
 func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options) error {
 	var stopping atomic.Bool
 	parking := &parker{ctx: context.WithoutCancel(ctx), slots: make(chan struct{}, maxParking), o: o}
+	var watch *laneWatch
+	if o.Watchdog != nil {
+		watch = o.Watchdog.lane(o.Name)
+	}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		if watch != nil {
+			watch.message()
+		}
 		if stopping.Load() {
 			_ = msg.Nak()
 			return
@@ -120,6 +129,9 @@ func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options
 		jetstream.PullExpiry(pullExpiry),
 		jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if watch != nil {
+				watch.pullError(time.Now(), err)
+			}
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) || ctx.Err() == nil {
 				o.Logger.Warn("consumer pull problem", "lane", o.Name, "err", err)
 			}

@@ -44,9 +44,17 @@ type fixture struct {
 	cons  jetstream.Consumer
 	sched *flow.Scheduler
 	o     fixtureOptions
+	// watchdog, when set before run, watches the lane.
+	watchdog *consume.Watchdog
 }
 
 func newFixture(t *testing.T, o fixtureOptions) *fixture {
+	t.Helper()
+	return newFixtureOn(t, testinfra.StartNATS(t).Connect(t), o)
+}
+
+// newFixtureOn is newFixture on a connection of the test's own.
+func newFixtureOn(t *testing.T, nc *nats.Conn, o fixtureOptions) *fixture {
 	t.Helper()
 	if o.ackWait == 0 {
 		o.ackWait = 30 * time.Second
@@ -57,12 +65,18 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 	if o.queueMax == 0 {
 		o.queueMax = 100
 	}
-	ctx := context.Background()
-	nc := testinfra.StartNATS(t).Connect(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &fixture{t: t, nc: nc, js: js, cons: provision(t, js, o.ackWait), o: o}
+}
+
+// provision creates the test's stream and durable consumer, deleted at
+// cleanup.
+func provision(t *testing.T, js jetstream.JetStream, ackWait time.Duration) jetstream.Consumer {
+	t.Helper()
+	ctx := context.Background()
 	_ = js.DeleteStream(ctx, streamName) // an external NATS_URL server may hold one from an earlier run
 	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: streamName, Subjects: []string{subjectPrefix + ">"}, Storage: jetstream.MemoryStorage,
@@ -72,12 +86,12 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 	}
 	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), streamName) })
 	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable: consumerName, AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.ackWait,
+		Durable: consumerName, AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, nc: nc, js: js, cons: cons, o: o}
+	return cons
 }
 
 // run starts the scheduler and consume.Run as run.go does (the scheduler
@@ -100,7 +114,7 @@ func (f *fixture) run(handle consume.Handler, park consume.Parker, shutdownTimeo
 		done <- consume.Run(laneCtx, f.cons, handle, consume.Options{
 			Scheduler: f.sched, Key: func(subject string) string { return strings.TrimPrefix(subject, subjectPrefix) },
 			Park: park, PullBatch: 10, ShutdownTimeout: shutdownTimeout,
-			Logger: slog.New(slog.DiscardHandler), Name: "test",
+			Logger: slog.New(slog.DiscardHandler), Name: "test", Watchdog: f.watchdog,
 		})
 	}()
 	var once sync.Once
