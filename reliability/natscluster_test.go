@@ -2,8 +2,11 @@ package reliability
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,7 +49,14 @@ type clusterRun struct {
 	load *load
 	// faults are the moments faults struck, with a name each.
 	faults []fault
+	// cutOff is the dispatcher whose node the test cuts off, the only
+	// one that may report its pulls unanswered.
+	cutOff *dispatcher
 }
+
+// stallLine is what a dispatcher logs when JetStream has answered none of
+// its pulls for dispatcher/consume's DefaultStallAfter.
+const stallLine = "answered none of this process's pulls"
 
 type fault struct {
 	name string
@@ -156,6 +166,13 @@ func (r *clusterRun) finish() (duplicates int) {
 		t.Logf("%s: deliveries resumed %s after it (first event published after it delivered); longest pause between deliveries %s; deliveries per second from 2s before: %s",
 			f.name, first.Round(time.Millisecond), longestPause(f.at, until, r.eps.healthy, r.eps.flaky).Round(time.Millisecond),
 			timeline(f.at, 2*time.Second, 30, r.eps.healthy, r.eps.flaky))
+	}
+	// A leader's election pauses pulls for seconds, not for the
+	// watchdog's threshold: only a cut-off node's dispatcher may report.
+	for _, d := range []*dispatcher{r.a, r.b} {
+		if d != r.cutOff && d.Log.Contains(stallLine) {
+			t.Errorf("dispatcher %s reported its pulls unanswered, although its node was not cut off", d.Name())
+		}
 	}
 	bound := len(r.faults) * clusterFaultDuplicateBound
 	t.Logf("%d events delivered (%d published after the last fault); %d duplicate arrivals (bound %d)", len(sent), after, dups, bound)
@@ -401,27 +418,31 @@ func TestClusterRetriesLeaderKilled(t *testing.T) {
 // TestClusterNodePartitioned: the node leading BLAZELOCK_EVENTS is cut
 // off from the two others for 20 s (45 s in the long variant, longer than
 // the 30 s for which an attempt's outcome is retried into the delivery
-// log), then healed. Its routes stall, as in a network partition, and
-// its clients stay connected to it: dispatcher a (NATS_URL names only
-// that node), while b and the publisher use the two others, as scan
-// services that can still reach a working node would.
+// log), and until dispatcher a has delivered through another node for
+// 5 s, then healed. Its routes stall, as in a network partition, and its clients
+// stay connected to it: dispatcher a, which has every node's URL as in
+// production and is restarted until nats.go's random pick is that node,
+// while b and the publisher use the two others, as scan services that can
+// still reach a working node would.
 //
-// The majority elects new leaders and b carries the whole load; a is
-// stuck until the partition heals: its pulls, acknowledgements and log
-// writes reach no leader, so the messages it held are redelivered to b
-// after AckWait. A message a had already delivered is sent again by b
-// unless a's record reached the log first, which it cannot while cut
-// off: at most the attempts a had in flight when the link was cut plus
-// those it started before every attempt slot was held by a record it
-// could not write, 2 × concurrency, within the bound. After healing, a
-// catches up and every event ends succeeded. The heal counts as a second
-// fault (with its own bound): the node that was cut off comes back with
-// higher Raft terms and forces new elections of the leaders it had.
+// The majority elects new leaders and b carries the load. a's pulls go
+// unanswered although its connection is up: its watchdog
+// (dispatcher/consume) turns /readyz 503 and moves it to another node,
+// where it delivers again within cutOffMoveBound of the cut. Until then
+// its acknowledgements and log writes reach no leader, so the messages it
+// held are redelivered to b after AckWait. A message a had already
+// delivered is sent again by b unless a's record reached the log first:
+// at most the attempts a had in flight when the link was cut plus those
+// it started before every attempt slot was held by a record it could not
+// write, 2 × concurrency, within the bound. After healing, every event
+// ends succeeded. The heal counts as a second fault (with its own bound):
+// the node that was cut off comes back with higher Raft terms and forces
+// new elections of the leaders it had.
 //
 // Two findings of this test are in the code: replicated buckets are read
 // from their leader (natsinfra.Options.LeaderReads: direct gets kept
 // timing out on the cut-off former leader until its routes were closed),
-// and pulls carry a 2 s heartbeat (dispatcher/consume: a pull lost with
+// and pulls carry a 1 s heartbeat (dispatcher/consume: a pull lost with
 // a leader stalled a lane for 30 s). The cluster's route pings are the
 // README's recommendation (5 s, 3 missed), not nats-server's defaults.
 func TestClusterNodePartitioned(t *testing.T) {
@@ -445,7 +466,15 @@ func TestClusterNodePartitioned(t *testing.T) {
 		r.b.Setenv("NATS_URL", strings.Join(urls, ","))
 		r.b.Start()
 	}
-	r.a = c.startDispatcher("a", map[string]string{"NATS_URL": cut.URL()})
+	r.a = c.startDispatcher("a", nil)
+	r.cutOff = r.a
+	for starts := 1; connectedURL(t, r.a) != cut.URL(); starts++ {
+		if starts == 12 {
+			t.Fatalf("dispatcher a connected to another node than %s in %d starts", cut.Name, starts)
+		}
+		r.a.Terminate(20 * time.Second)
+		r.a.Start()
+	}
 	var majority []*testinfra.NATSNode
 	for _, n := range nc.Nodes {
 		if n != cut {
@@ -458,22 +487,169 @@ func TestClusterNodePartitioned(t *testing.T) {
 	r.load = c.startLoad(r.eps.ids, 5000, 25*time.Millisecond)
 
 	r.waitAccepted(80, "80 events delivered before the partition")
+	stopWatching := watchReadiness(t, r.a)
 	at := r.struck("partition of " + cut.Name)
 	fmt.Fprintf(r.a.Log, "--- test: partition of %s at %s\n", cut.Name, at.Format(time.RFC3339Nano))
 	cut.Partition()
 	r.waitResumed(at)
-	time.Sleep(time.Until(at.Add(scaled(20*time.Second, 45*time.Second))))
+	var moved cutOff
+	testinfra.WaitFor(t, time.Until(at.Add(cutOffMoveBound)), "dispatcher a to move to another node and deliver there", func() bool {
+		moved = cutOffLog(t, r.a.Log.String(), cut, r.load.sent())
+		return !moved.delivered.IsZero()
+	})
+	// a delivers through the majority for a while before the heal.
+	time.Sleep(max(time.Until(at.Add(scaled(20*time.Second, 45*time.Second))), time.Until(moved.delivered.Add(5*time.Second))))
 	healed := r.struck("heal of " + cut.Name + " (its higher Raft terms force new elections)")
 	cut.Heal()
 	fmt.Fprintf(r.a.Log, "--- test: healed %s at %s\n", cut.Name, healed.Format(time.RFC3339Nano))
+	seen := stopWatching()
 	nc.WaitHealthy(90 * time.Second)
 	t.Logf("healed after %s; cluster healthy %s later; leaders: %s", healed.Sub(at).Round(time.Millisecond),
 		time.Since(healed).Round(time.Millisecond), r.leaders())
+	t.Logf("dispatcher a, cut off: warned that its pulls went unanswered %s after the cut, moved to %s %s after it, delivered there %s after it; its /readyz after the cut: %s",
+		moved.stalled.Sub(at).Round(time.Millisecond), moved.to, moved.moved.Sub(at).Round(time.Millisecond),
+		moved.delivered.Sub(at).Round(time.Millisecond), describeReadiness(seen, at))
+	if moved.stalled.IsZero() || moved.stalled.After(moved.moved) {
+		t.Errorf("dispatcher a moved without first reporting its pulls unanswered")
+	}
+	// Unready from the stall until its pulls are answered on the new node
+	// (the watchdog's next look, a second later), then ready again.
+	unready := slices.ContainsFunc(seen, func(s readiness) bool {
+		return s.code == http.StatusServiceUnavailable && strings.Contains(s.body, "JetStream has answered no pull")
+	})
+	if !unready || seen[len(seen)-1].code != http.StatusOK {
+		t.Errorf("dispatcher a's /readyz did not turn 503 for its unanswered pulls and back to 200 before the heal")
+	}
 
 	logs := r.a.Log.String()
 	from, to := strings.Index(logs, "--- test: partition"), strings.Index(logs, "--- test: healed")
 	r.finish()
-	t.Logf("dispatcher a (on %s) finished %d attempts while cut off", cut.Name, strings.Count(logs[from:to], "msg=delivery.attempted"))
+	t.Logf("dispatcher a (on %s, then %s) finished %d attempts between the cut and the heal", cut.Name, moved.to,
+		strings.Count(logs[from:to], "msg=delivery.attempted"))
+}
+
+// cutOffMoveBound bounds how long after the cut the dispatcher on the
+// cut-off node delivers through another one. Its pulls go unanswered at
+// once, or, where the cut-off node led a's consumer, once that leader
+// steps down for lost quorum (nats-server checks every 10 s: up to 20 s);
+// the watchdog needs dispatcher/consume's DefaultStallAfter (10 s) of
+// them on every lane after the first miss (2 s), and a second to look.
+const cutOffMoveBound = 40 * time.Second
+
+// cutOff is what the dispatcher on the cut-off node logged after the cut:
+// when it reported its pulls unanswered, when it reconnected elsewhere
+// (to), and when it first attempted to deliver an event published after
+// that (so pulled through the new node). Zero times: not yet.
+type cutOff struct {
+	stalled, moved, delivered time.Time
+	to                        string
+}
+
+func cutOffLog(t *testing.T, logs string, cut *testinfra.NATSNode, sent []sentEvent) cutOff {
+	t.Helper()
+	published := map[string]time.Time{}
+	for _, ev := range sent {
+		published[ev.ID] = ev.Published
+	}
+	var c cutOff
+	i := strings.Index(logs, "--- test: partition")
+	if i < 0 {
+		return c
+	}
+	for line := range strings.Lines(logs[i:]) {
+		switch {
+		case c.stalled.IsZero() && strings.Contains(line, stallLine):
+			c.stalled = logTime(t, line)
+		case c.moved.IsZero() && strings.Contains(line, `msg="NATS reconnected"`) && !strings.Contains(line, "url="+cut.URL()+"\n"):
+			c.moved, c.to = logTime(t, line), strings.TrimSpace(line[strings.Index(line, "url=")+len("url="):])
+		case !c.moved.IsZero() && strings.Contains(line, "msg=delivery.attempted"):
+			_, rest, _ := strings.Cut(line, " event_id=")
+			id, _, _ := strings.Cut(rest, " ")
+			if p, ok := published[id]; ok && p.After(c.moved) {
+				c.delivered = logTime(t, line)
+				return c
+			}
+		}
+	}
+	return c
+}
+
+// connectedURL is the NATS server a dispatcher connected to at its last
+// start (its "dispatcher ready" line).
+func connectedURL(t *testing.T, d *dispatcher) string {
+	t.Helper()
+	logs := d.Log.String()
+	i := strings.LastIndex(logs, `msg="dispatcher ready"`)
+	if i < 0 {
+		t.Fatalf("dispatcher %s ready without saying so", d.Name())
+	}
+	_, rest, _ := strings.Cut(logs[i:], " nats=")
+	url, _, _ := strings.Cut(rest, " ")
+	return url
+}
+
+// logTime is the time of a dispatcher's log line.
+func logTime(t *testing.T, line string) time.Time {
+	t.Helper()
+	field, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+	at, err := time.Parse(time.RFC3339Nano, field)
+	if err != nil {
+		t.Fatalf("log line without a time: %s", line)
+	}
+	return at
+}
+
+// readiness is one answer of a dispatcher's /readyz.
+type readiness struct {
+	at   time.Time
+	code int
+	body string
+}
+
+// watchReadiness polls d's /readyz every 50 ms until the returned func is
+// called (or the test ends), which returns each change of the answer.
+func watchReadiness(t *testing.T, d *dispatcher) (stop func() []readiness) {
+	url := "http://" + d.Addr() + "/readyz"
+	client := &http.Client{Timeout: 2 * time.Second}
+	done, out := make(chan struct{}), make(chan []readiness, 1)
+	go func() {
+		var seen []readiness
+		for {
+			select {
+			case <-done:
+				out <- seen
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			now := readiness{at: time.Now()}
+			if resp, err := client.Get(url); err != nil {
+				now.body = err.Error()
+			} else {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				now.code, now.body = resp.StatusCode, strings.TrimSpace(string(body))
+			}
+			if len(seen) == 0 || seen[len(seen)-1].code != now.code || seen[len(seen)-1].body != now.body {
+				seen = append(seen, now)
+			}
+		}
+	}()
+	var once sync.Once
+	var seen []readiness
+	stop = func() []readiness {
+		once.Do(func() { close(done); seen = <-out })
+		return seen
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+func describeReadiness(seen []readiness, from time.Time) string {
+	var parts []string
+	for _, s := range seen {
+		parts = append(parts, fmt.Sprintf("%s: %d %s", s.at.Sub(from).Round(time.Millisecond), s.code, s.body))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // timeline counts the accepted deliveries in each second of n, starting
