@@ -28,16 +28,16 @@ import (
 // (2 × pullExpiry), five unanswered pulls in a row on every lane (nats.go
 // pulls again after each 2 × pullHeartbeat without a heartbeat). A single
 // lost pull on a healthy server (nats-io/nats.go#1622) costs one miss,
-// about 2 s, and a consumer leader's election after a node crash paused
-// the cluster tests' deliveries for at most 8.4 s; both stay below it.
-// A partition is noticed within about this time plus a second, well
-// before the 15-20 s after which the cluster drops the cut-off node's
-// routes (docs/operations.md, Running in production).
+// and a consumer leader's election after a node crash kept a lane's pulls
+// unanswered for at most 4 s in the cluster fault tests (reliability/);
+// both stay well below it. Longer would only leave a cut-off process idle
+// for longer: its messages go to the others after AckWait anyway.
 const DefaultStallAfter = 2 * pullExpiry
 
 // missGap: while a lane's pulls go unanswered, nats.go reports a missed
-// heartbeat every 2 × pullHeartbeat (and pulls again). A longer gap
-// between two misses means the pull in between was answered.
+// heartbeat every 2 × pullHeartbeat (and pulls again). A gap of twice
+// that (slack for a loaded machine's timers) between two misses means the
+// pull in between was answered.
 const missGap = 4 * pullHeartbeat
 
 // Conn is what the watchdog needs of the NATS connection (*nats.Conn).
@@ -76,7 +76,7 @@ type Watchdog struct {
 	moved  time.Time // the last forced reconnect
 }
 
-// NewWatchdog returns a watchdog with no lane; Check runs it.
+// NewWatchdog returns a watchdog with no lane; Run drives it.
 func NewWatchdog(o WatchdogOptions) *Watchdog {
 	return &Watchdog{o: o}
 }
@@ -97,13 +97,13 @@ func (w *Watchdog) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			w.Check(now)
+			w.check(now)
 		}
 	}
 }
 
-// Check looks at the lanes as of now and acts on a change.
-func (w *Watchdog) Check(now time.Time) {
+// check looks at the lanes as of now and acts on a change.
+func (w *Watchdog) check(now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.o.Conn.IsConnected() {

@@ -90,7 +90,7 @@ func TestWatchdogNeedsEveryLaneUnanswered(t *testing.T) {
 		events.pullError(at(s), jetstream.ErrNoHeartbeat)
 	}
 	retries.pullError(at(11), jetstream.ErrNoHeartbeat)
-	w.Check(at(12))
+	w.check(at(12))
 	if r := w.Stalled(); r != "" {
 		t.Fatalf("stalled with one lane unanswered for 12 s and the other for 1 s: %s", r)
 	}
@@ -98,17 +98,17 @@ func TestWatchdogNeedsEveryLaneUnanswered(t *testing.T) {
 		events.pullError(at(s), jetstream.ErrNoHeartbeat)
 		retries.pullError(at(s), jetstream.ErrNoHeartbeat)
 	}
-	w.Check(at(20))
+	w.check(at(20))
 	if r := w.Stalled(); r != "" {
 		t.Fatalf("stalled with the retries lane unanswered for 9 s: %s", r)
 	}
-	w.Check(at(21))
+	w.check(at(21))
 	r := w.Stalled()
 	if !strings.Contains(r, "events, retries") || !strings.Contains(r, nc.ConnectedUrlRedacted()) {
 		t.Fatalf("stalled = %q, want the lanes and the server named", r)
 	}
 	retries.message()
-	w.Check(at(22))
+	w.check(at(22))
 	if r := w.Stalled(); r != "" {
 		t.Fatalf("still stalled after a message: %s", r)
 	}
