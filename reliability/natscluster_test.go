@@ -532,8 +532,8 @@ func TestClusterNodePartitioned(t *testing.T) {
 // cut-off node delivers through another one. Its pulls go unanswered at
 // once, or, where the cut-off node led a's consumer, once that leader
 // steps down for lost quorum (nats-server checks every 10 s: up to 20 s);
-// the watchdog needs dispatcher/consume's DefaultStallAfter (10 s) of
-// them on every lane after the first miss (2 s), and a second to look.
+// the watchdog needs dispatcher/consume's DefaultStallAfter (12 s) of
+// silence on every lane, and a second to look.
 const cutOffMoveBound = 40 * time.Second
 
 // cutOff is what the dispatcher on the cut-off node logged after the cut:

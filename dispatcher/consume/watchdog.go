@@ -23,22 +23,27 @@ import (
 // whose pulls get neither messages nor heartbeats is talking to a server
 // (or consumer leader) that does not answer.
 
-// DefaultStallAfter is how long every lane must have had its pulls go
-// unanswered before the process counts as cut off: two pull lifetimes
-// (2 × pullExpiry), five unanswered pulls in a row on every lane (nats.go
-// pulls again after each 2 × pullHeartbeat without a heartbeat). A single
-// lost pull on a healthy server (nats-io/nats.go#1622) costs one miss,
-// and a consumer leader's election after a node crash kept a lane's pulls
-// unanswered for at most 4 s in the cluster fault tests (reliability/);
-// both stay well below it. Longer would only leave a cut-off process idle
-// for longer: its messages go to the others after AckWait anyway.
-const DefaultStallAfter = 2 * pullExpiry
+// DefaultStallAfter is how long every lane's pulls must have gone
+// unanswered before the process counts as cut off: six unanswered pulls
+// in a row on every lane (nats.go reports a miss, and pulls again, after
+// each 2 × pullHeartbeat without an answer), the first missed 2 s after
+// the last answer, the sixth 10 s after the first. A single lost pull on a
+// healthy server (nats-io/nats.go#1622) costs one miss. A consumer
+// leader's election after a node crash paused the cluster fault tests'
+// deliveries (reliability/) for at most 8.4 s, and its misses spanned at
+// most 6 s: fewer than six misses, so elections do not count. Longer would
+// only leave a cut-off process idle for longer; what it holds goes to the
+// others after AckWait anyway.
+const DefaultStallAfter = 12 * time.Second
 
-// missGap: while a lane's pulls go unanswered, nats.go reports a missed
-// heartbeat every 2 × pullHeartbeat (and pulls again). A gap of twice
-// that (slack for a loaded machine's timers) between two misses means the
-// pull in between was answered.
-const missGap = 4 * pullHeartbeat
+// missedAfter is how long after a pull's last answer nats.go reports its
+// heartbeat missed.
+const missedAfter = 2 * pullHeartbeat
+
+// missGap: while a lane's pulls go unanswered, a miss comes every
+// missedAfter. A gap of twice that (slack for a loaded machine's timers)
+// after the last miss means the pull made then was answered.
+const missGap = 2 * missedAfter
 
 // Conn is what the watchdog needs of the NATS connection (*nats.Conn).
 type Conn interface {
@@ -111,20 +116,16 @@ func (w *Watchdog) check(now time.Time) {
 		// heartbeat meanwhile. The verdict waits for the new connection.
 		return
 	}
-	var since time.Time // the latest start of a lane's unanswered pulls
+	var silence time.Duration // the shortest silence of a lane
 	var names []string
-	for _, l := range w.lanes {
-		s := l.unansweredSince(now)
-		if s.IsZero() {
-			since = time.Time{}
-			break
-		}
-		if s.After(since) {
-			since = s
+	for i, l := range w.lanes {
+		s := l.silence(now)
+		if i == 0 || s < silence {
+			silence = s
 		}
 		names = append(names, l.name)
 	}
-	if since.IsZero() || now.Sub(since) < w.o.StallAfter {
+	if len(w.lanes) == 0 || silence < w.o.StallAfter {
 		if w.reason != "" {
 			w.reason = ""
 			w.o.Logger.Info("JetStream answers this process's pulls again: ready", "nats", w.o.Conn.ConnectedUrlRedacted())
@@ -135,10 +136,10 @@ func (w *Watchdog) check(now time.Time) {
 	servers := len(w.o.Conn.Servers())
 	if w.reason == "" {
 		w.o.Logger.Warn("JetStream has answered none of this process's pulls for a while although NATS is connected: not ready",
-			"for", now.Sub(since).Round(time.Second), "lanes", strings.Join(names, ","), "nats", url, "known_servers", servers)
+			"for", silence.Round(time.Second), "lanes", strings.Join(names, ","), "nats", url, "known_servers", servers)
 	}
-	w.reason = fmt.Sprintf("JetStream has answered no pull of lanes %s since %s, although connected to NATS at %s",
-		strings.Join(names, ", "), since.UTC().Format(time.RFC3339), url)
+	w.reason = fmt.Sprintf("JetStream has answered no pull of lanes %s for %s, although connected to NATS at %s",
+		strings.Join(names, ", "), silence.Round(time.Second), url)
 	if servers > 1 && (w.moved.IsZero() || now.Sub(w.moved) >= w.o.StallAfter) {
 		w.moved = now
 		w.o.Logger.Warn("moving to another NATS server", "from", url, "known_servers", servers)
@@ -182,23 +183,27 @@ func (l *laneWatch) pullError(now time.Time, err error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.unansweredSinceLocked(now).IsZero() {
+	if !l.missingLocked(now) {
 		l.firstMiss = now
 	}
 	l.lastMiss, l.messagesAtMiss = now, l.messages.Load()
 }
 
-// unansweredSince returns when the lane's current run of unanswered pulls
-// began, or the zero time if its pulls are answered.
-func (l *laneWatch) unansweredSince(now time.Time) time.Time {
+// silence returns how long the lane's pulls had gone unanswered at its
+// last miss, or 0 if they are answered now: from missedAfter before the
+// first miss of the current run to its last.
+func (l *laneWatch) silence(now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.unansweredSinceLocked(now)
+	if !l.missingLocked(now) {
+		return 0
+	}
+	return l.lastMiss.Sub(l.firstMiss) + missedAfter
 }
 
-func (l *laneWatch) unansweredSinceLocked(now time.Time) time.Time {
-	if l.firstMiss.IsZero() || l.messages.Load() != l.messagesAtMiss || now.Sub(l.lastMiss) > missGap {
-		return time.Time{}
-	}
-	return l.firstMiss
+// missingLocked reports whether a run of misses is current: no message
+// since its last miss, and that miss recent enough for the pull made then
+// to be still unanswered.
+func (l *laneWatch) missingLocked(now time.Time) bool {
+	return !l.firstMiss.IsZero() && l.messages.Load() == l.messagesAtMiss && now.Sub(l.lastMiss) <= missGap
 }
