@@ -72,8 +72,8 @@ func TestLaneWatchCountsRunsOfUnansweredPulls(t *testing.T) {
 // real (one server: it is never asked to reconnect).
 func TestWatchdogNeedsEveryLaneUnanswered(t *testing.T) {
 	t.Parallel()
-	s := testinfra.RunEmbeddedNATS(t, t.TempDir())
-	nc, err := nats.Connect(s.ClientURL())
+	s := testinfra.StartEmbeddedNATS(t)
+	nc, err := nats.Connect(s.URL)
 	if err != nil {
 		t.Fatal(err)
 	}

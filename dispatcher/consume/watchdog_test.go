@@ -57,8 +57,8 @@ func watched(t *testing.T, nc *nats.Conn) (*fixture, *consume.Watchdog, *recorde
 // heartbeats and never counts as stalled, however long nothing arrives.
 func TestWatchdogIdleLaneIsAnswered(t *testing.T) {
 	t.Parallel()
-	s := testinfra.RunEmbeddedNATS(t, t.TempDir())
-	nc := connect(t, s.ClientURL())
+	s := testinfra.StartEmbeddedNATS(t)
+	nc := connect(t, s.URL)
 	_, w, _, logs := watched(t, nc)
 	holds(t, 3*stallAfter, "an idle lane on a healthy server is not stalled", func() bool { return w.Stalled() == "" })
 	if logs.Contains(stalledLine) {
@@ -72,8 +72,8 @@ func TestWatchdogIdleLaneIsAnswered(t *testing.T) {
 // and reports recovery once the link is back and the lane delivers.
 func TestWatchdogCutOffSingleServer(t *testing.T) {
 	t.Parallel()
-	s := testinfra.RunEmbeddedNATS(t, t.TempDir())
-	proxy := testinfra.StartProxy(t, strings.TrimPrefix(s.ClientURL(), "nats://"))
+	s := testinfra.StartEmbeddedNATS(t)
+	proxy := testinfra.StartProxy(t, strings.TrimPrefix(s.URL, "nats://"))
 	nc := connect(t, "nats://"+proxy.Addr())
 	f, w, r, logs := watched(t, nc)
 
@@ -112,19 +112,19 @@ func TestWatchdogCutOffSingleServer(t *testing.T) {
 // and the lane delivers from the other server; the stall clears.
 func TestWatchdogMovesToAnotherServer(t *testing.T) {
 	t.Parallel()
-	s1 := testinfra.RunEmbeddedNATS(t, t.TempDir())
-	s2 := testinfra.RunEmbeddedNATS(t, t.TempDir())
-	other := newFixtureOn(t, connect(t, s2.ClientURL()), fixtureOptions{})
-	proxy := testinfra.StartProxy(t, strings.TrimPrefix(s1.ClientURL(), "nats://"))
+	s1 := testinfra.StartEmbeddedNATS(t)
+	s2 := testinfra.StartEmbeddedNATS(t)
+	other := newFixtureOn(t, connect(t, s2.URL), fixtureOptions{})
+	proxy := testinfra.StartProxy(t, strings.TrimPrefix(s1.URL, "nats://"))
 	// In this order: through the proxy first.
-	nc := connect(t, "nats://"+proxy.Addr()+","+s2.ClientURL(), nats.DontRandomize())
+	nc := connect(t, "nats://"+proxy.Addr()+","+s2.URL, nats.DontRandomize())
 	_, w, r, logs := watched(t, nc)
 
 	cut := time.Now()
 	proxy.Cut()
 	t.Cleanup(proxy.Heal)
 	testinfra.WaitFor(t, stallAfter+5*time.Second, "the connection to move to the other server", func() bool {
-		return nc.IsConnected() && nc.ConnectedUrl() == s2.ClientURL()
+		return nc.IsConnected() && nc.ConnectedUrl() == s2.URL
 	})
 	moved := time.Since(cut)
 	other.publish("k", "on the other server")
@@ -160,10 +160,10 @@ func connect(t *testing.T, url string, opts ...nats.Option) *nats.Conn {
 // trying, but not more than once per stallAfter.
 func TestWatchdogReconnectsAtMostOncePerStallAfter(t *testing.T) {
 	t.Parallel()
-	s1 := testinfra.RunEmbeddedNATS(t, t.TempDir())
-	s2 := testinfra.RunEmbeddedNATS(t, t.TempDir()) // no stream
-	proxy := testinfra.StartProxy(t, strings.TrimPrefix(s1.ClientURL(), "nats://"))
-	nc := connect(t, "nats://"+proxy.Addr()+","+s2.ClientURL(), nats.DontRandomize())
+	s1 := testinfra.StartEmbeddedNATS(t)
+	s2 := testinfra.StartEmbeddedNATS(t) // no stream
+	proxy := testinfra.StartProxy(t, strings.TrimPrefix(s1.URL, "nats://"))
+	nc := connect(t, "nats://"+proxy.Addr()+","+s2.URL, nats.DontRandomize())
 	_, w, _, logs := watched(t, nc)
 
 	proxy.Cut()
