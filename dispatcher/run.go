@@ -207,6 +207,7 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 		Tracer:        tel.TracerProvider.Tracer("github.com/blazelock/webhooks/dispatcher"),
 		Extractor:     tel.Propagator,
 		MaxEventBytes: tunables.MaxEventBytes,
+		AckWait:       provisionOptions(cfg).AckWait,
 	})
 	// The fleet tells how many dispatchers share each endpoint's cap. It
 	// is left after the attempts have ended (closers run after the

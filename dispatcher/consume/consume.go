@@ -23,6 +23,9 @@ import (
 type Slot interface {
 	Sending()
 	Done(flow.Outcome)
+	// Held is how long the message has been in this process: since the
+	// pull delivered it.
+	Held() time.Duration
 }
 
 // Handler processes one message. Its error decides the settlement:
@@ -117,7 +120,8 @@ func Run(ctx context.Context, cons jetstream.Consumer, handle Handler, o Options
 		// Submit blocks while the process holds its budget of waiting
 		// messages: the next pull waits too (backpressure).
 		o.Scheduler.Submit(flow.Task{
-			Key: o.Key(msg.Subject()),
+			Key:      o.Key(msg.Subject()),
+			Received: time.Now(),
 			Run: func(ctx context.Context, slot *flow.Slot) {
 				settle(msg, handle(ctx, msg, slot), o.Logger)
 			},

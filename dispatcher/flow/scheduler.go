@@ -84,6 +84,9 @@ type Task struct {
 	Defer func(Verdict)
 	// KeepAlive renews the message's in-progress ack.
 	KeepAlive func()
+	// Received is when the message reached the process (zero: unknown);
+	// Slot.Held counts from it.
+	Received time.Time
 }
 
 // Verdict says what to do with a task that is not queued.
@@ -303,8 +306,18 @@ type Slot struct {
 	s        *Scheduler
 	k        *key
 	start    time.Time
-	unproven bool // counted in unprovenInFlight
-	ended    bool // guarded by s.mu
+	received time.Time // Task.Received
+	unproven bool      // counted in unprovenInFlight
+	ended    bool      // guarded by s.mu
+}
+
+// Held is how long the attempt's message has been in the process (0 if
+// its task did not say when it arrived).
+func (sl *Slot) Held() time.Duration {
+	if sl.received.IsZero() {
+		return 0
+	}
+	return sl.s.now().Sub(sl.received)
 }
 
 // Sending says that the attempt's request to the endpoint starts now.
@@ -583,7 +596,7 @@ func (s *Scheduler) pump(now time.Time) {
 		k.starts = append(k.starts, now)
 		k.lastStart = now
 		s.running++
-		slot := &Slot{s: s, k: k, start: now, unproven: !k.proven}
+		slot := &Slot{s: s, k: k, start: now, received: w.t.Received, unproven: !k.proven}
 		if slot.unproven {
 			s.unprovenInFlight++
 		}

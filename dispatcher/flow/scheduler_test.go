@@ -439,3 +439,35 @@ func TestKeepAliveAndShutdown(t *testing.T) {
 		t.Fatalf("deferred %+v, want 2 shutdown hand-backs", vs)
 	}
 }
+
+// A slot tells how long its message has been in the process, from the
+// task's Received; a task that does not say has 0.
+func TestSlotHeldCountsFromReceived(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		received time.Duration // before the attempt starts; < 0: not given
+		want     time.Duration
+	}{
+		{"received 7 s before", 7 * time.Second, 7 * time.Second},
+		{"not given", -1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Options{Concurrency: 1, EndpointMax: 1})
+			var received time.Time
+			if tc.received >= 0 {
+				received = h.clock.now().Add(-tc.received)
+			}
+			held := make(chan time.Duration, 1)
+			h.s.Submit(Task{Key: "A", Received: received, Run: func(_ context.Context, slot *Slot) { held <- slot.Held() },
+				Defer: func(Verdict) {}, KeepAlive: func() {}})
+			select {
+			case got := <-held:
+				if got != tc.want {
+					t.Fatalf("Held() = %s, want %s", got, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("attempt did not run")
+			}
+		})
+	}
+}

@@ -122,8 +122,9 @@ func newFixture(b testing.TB, adjust ...func(*pipeline.Deps)) *fixture {
 // noSlot stands in for the flow scheduler's slot where no scheduler runs.
 type noSlot struct{}
 
-func (noSlot) Sending()          {}
-func (noSlot) Done(flow.Outcome) {}
+func (noSlot) Sending()            {}
+func (noSlot) Done(flow.Outcome)   {}
+func (noSlot) Held() time.Duration { return 0 }
 
 // publish stores n events (outside the timer) with async publishes.
 func (f *fixture) publish(b testing.TB, n int) {

@@ -79,6 +79,10 @@ type Deps struct {
 	StoreRetryBudget time.Duration
 	// Jitter returns a value in [-1, 1); nil means schedule.Jitter.
 	Jitter func() float64
+	// AckWait is the events consumer's: a first delivery held in this
+	// process longer than that is checked against the delivery log like a
+	// redelivery (see HandleEvent). Zero: never.
+	AckWait time.Duration
 }
 
 // Pipeline handles messages from both lanes. Safe for concurrent use.
@@ -155,10 +159,13 @@ func (p *Pipeline) HandleEvent(ctx context.Context, msg jetstream.Msg, slot cons
 		return p.reject(ctx, span, deliveryID, meta, rejection)
 	}
 	job := firstAttempt(deliveryID, meta, ev, msg.Headers())
-	if meta.NumDelivered > 1 {
+	if meta.NumDelivered > 1 || (p.AckWait > 0 && slot.Held() > p.AckWait) {
 		// A redelivery: a dispatcher may have made this attempt and died
 		// before acknowledging. If the log shows it, do not send it again.
-		// (First deliveries skip this read: it would cost every event a
+		// A message held here past AckWait may have been redelivered to
+		// another dispatcher meanwhile, if our keep-alives did not reach
+		// the server (our NATS node was cut off): the same check. (Other
+		// first deliveries skip this read: it would cost every event a
 		// round trip to find nothing.)
 		rec, err := p.DeliveryLog.Load(ctx, job.IntegrationID, job.DeliveryID)
 		switch {

@@ -103,7 +103,8 @@ type recordingSlot struct {
 	at       []time.Time
 }
 
-func (s *recordingSlot) Sending() {}
+func (s *recordingSlot) Sending()            {}
+func (s *recordingSlot) Held() time.Duration { return 0 }
 
 func (s *recordingSlot) Done(o flow.Outcome) {
 	s.outcomes = append(s.outcomes, o)

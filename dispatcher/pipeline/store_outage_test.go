@@ -277,3 +277,53 @@ func TestUnansweredStoreWriteIsCutShort(t *testing.T) {
 		t.Fatalf("the endpoint received %d requests, want 1", got)
 	}
 }
+
+// heldSlot stands for the slot of a message that has waited in this
+// process for held.
+type heldSlot struct {
+	noSlot
+	held time.Duration
+}
+
+func (s heldSlot) Held() time.Duration { return s.held }
+
+// A first delivery held in this process past AckWait may have been handed
+// to another dispatcher meanwhile, if the keep-alives did not reach the
+// server (this process's NATS node was cut off), and delivered there. It
+// is checked against the delivery log like a redelivery, and not sent
+// again. A first delivery held briefly is not checked (that read would
+// cost every event a round trip): handled twice, it is sent twice.
+func TestAMessageHeldPastAckWaitIsCheckedAgainstTheLog(t *testing.T) {
+	const ackWait = 10 * time.Second
+	for _, tc := range []struct {
+		name     string
+		held     time.Duration
+		requests int64
+	}{
+		{"held briefly", time.Second, 2},
+		{"held past AckWait", ackWait + time.Second, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := &outageFixture{}
+			o.fixture = newFixture(t, func(d *pipeline.Deps) { d.AckWait = ackWait })
+			o.publish(t, 1)
+			msg := o.next(t)
+			ctx := context.Background()
+			// The other dispatcher's copy of the message, delivered and
+			// recorded in the shared log.
+			if err := o.pipe.HandleEvent(ctx, msg, noSlot{}); err != nil {
+				t.Fatalf("first HandleEvent = %v", err)
+			}
+			if rec := o.record(t, msg); rec.State != deliverylog.StateSucceeded {
+				t.Fatalf("after the first delivery: %s, want succeeded", rec.State)
+			}
+			// This process's copy: the same first delivery, held for tc.held.
+			if err := o.pipe.HandleEvent(ctx, msg, heldSlot{held: tc.held}); err != nil {
+				t.Fatalf("second HandleEvent = %v", err)
+			}
+			if got := o.receiver.Stats().Received; got != tc.requests {
+				t.Fatalf("the endpoint received %d requests, want %d", got, tc.requests)
+			}
+		})
+	}
+}
