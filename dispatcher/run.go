@@ -133,8 +133,9 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 	a.nc, a.natsURL = nc, nc.ConnectedUrl()
 	a.closers = append(a.closers, func(context.Context) { closeNATS() })
 
+	provisioned := provisionOptions(cfg)
 	provisionCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = natsinfra.Provision(provisionCtx, js, provisionOptions(cfg))
+	err = natsinfra.Provision(provisionCtx, js, provisioned)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -207,7 +208,7 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 		Tracer:        tel.TracerProvider.Tracer("github.com/blazelock/webhooks/dispatcher"),
 		Extractor:     tel.Propagator,
 		MaxEventBytes: tunables.MaxEventBytes,
-		AckWait:       provisionOptions(cfg).AckWait,
+		AckWait:       provisioned.AckWait,
 	})
 	// The fleet tells how many dispatchers share each endpoint's cap. It
 	// is left after the attempts have ended (closers run after the
@@ -233,10 +234,10 @@ func start(ctx context.Context, cfg config.Config, logger *slog.Logger, spanProc
 		AttemptTimeout: tunables.AttemptTimeout,
 		// Three renewals per AckWait: a waiting message is never handed
 		// to another process.
-		KeepAliveEvery: provisionOptions(cfg).AckWait / 3,
+		KeepAliveEvery: provisioned.AckWait / 3,
 		// Hanging endpoints' backlog may hold a quarter of the events
 		// consumer's ack window; the rest waits in the retry lane.
-		StalledBacklog: provisionOptions(cfg).MaxAckPending / 4,
+		StalledBacklog: provisioned.MaxAckPending / 4,
 		Logger:         logger,
 	})
 	if err := a.scheduler.Instrument(meter); err != nil {

@@ -3,6 +3,7 @@ package harness_test
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -132,6 +133,9 @@ func TestRedisRestart(t *testing.T) {
 			t.Parallel()
 			r, err := harness.NewRedis(harness.RedisOptions{Name: tc.name, Dir: t.TempDir(), Persistent: tc.persistent})
 			if errors.Is(err, harness.ErrNoRedisServer) {
+				if os.Getenv("CI") == "true" {
+					t.Fatal(err)
+				}
 				t.Skip("SKIPPED LOUDLY: " + err.Error())
 			}
 			if err != nil {
@@ -175,7 +179,7 @@ func TestDispatcherStartFailsFast(t *testing.T) {
 	t.Parallel()
 	bin, err := exec.LookPath("false")
 	if err != nil {
-		t.Skip("no false(1) on PATH")
+		t.Fatalf("no false(1) on PATH: %v", err)
 	}
 	start := time.Now()
 	_, err = harness.StartDispatcher(context.Background(), harness.DispatcherOptions{Name: "broken", Bin: bin})
