@@ -264,6 +264,15 @@ func (c *cache) afterWrite(ctx context.Context, id string, rev uint64, payload [
 func (c *cache) redisFailed(op string, err error) {
 	c.stats.redisErrors.Add(1)
 	c.node.retryAt.Store(c.nanotime() + int64(c.opts.RedisRetryInterval))
+	// go-redis re-reads a cluster's slot map only on MOVED or once a
+	// minute, and a dead primary answers neither: after a failover it
+	// would send that shard's commands to the dead address for up to a
+	// minute. Reload it now (in the background, coalesced), so the next
+	// probe reaches the promoted replica, whose NOSCRIPT moves the
+	// generation.
+	if c.node.cluster != nil {
+		c.node.cluster.ReloadState(context.Background())
+	}
 	c.redisLog.warn(c.log, "redis unavailable; reading webhook configs from KV", "op", op, "error", err)
 }
 
