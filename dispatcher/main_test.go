@@ -133,7 +133,8 @@ func busyAddr(t *testing.T) string {
 
 // TestEmbeddedDefault is the README's first command: no NATS_URL, no Redis.
 // It answers /healthz and /readyz, keeps its generated keys in the data
-// dir, and a publish from a separate NATS client lands in BLAZELOCK_EVENTS.
+// dir, and `dispatcher publish` with no address finds it: the event lands
+// in BLAZELOCK_EVENTS.
 func TestEmbeddedDefault(t *testing.T) {
 	dataDir := t.TempDir()
 	env := map[string]string{"DISPATCHER_DATA_DIR": dataDir, "DISPATCHER_HTTP_ADDR": "127.0.0.1:0", "DISPATCHER_NATS_LISTEN": "127.0.0.1:0"}
@@ -164,9 +165,11 @@ func TestEmbeddedDefault(t *testing.T) {
 		}
 	}
 
+	// No -nats and no NATS_URL: publish finds the embedded server (on a
+	// random port here, as when 4222 is busy) through the data dir.
 	var out bytes.Buffer
-	err = runMain([]string{"publish", "-nats", a.natsURL, "-integration", "0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c01", "-event", "file_scan.completed", "-sample"},
-		envOf(nil), strings.NewReader(""), &out, &bytes.Buffer{})
+	err = runMain([]string{"publish", "-integration", "0195a0c1-7e2f-7a10-8c3d-2b4e6f8a9c01", "-event", "file_scan.completed", "-sample"},
+		envOf(map[string]string{"DISPATCHER_DATA_DIR": dataDir}), strings.NewReader(""), &out, &bytes.Buffer{})
 	if err != nil {
 		t.Fatalf("publish command: %v", err)
 	}

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blazelock/webhooks/config"
 	"github.com/blazelock/webhooks/publisher"
 	"github.com/blazelock/webhooks/schemas"
 )
@@ -23,7 +25,7 @@ import (
 func publishCommand(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dispatcher publish", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	natsURL := fs.String("nats", firstNonEmpty(getenv("NATS_URL"), nats.DefaultURL), "NATS server URL (default: NATS_URL, else the embedded default's address)")
+	natsURL := fs.String("nats", firstNonEmpty(getenv("NATS_URL"), runningEmbeddedURL(getenv), nats.DefaultURL), "NATS server URL (default: NATS_URL, else the address the embedded default recorded in its data dir, else "+nats.DefaultURL+")")
 	integration := fs.String("integration", "", "integration id (UUID), required")
 	event := fs.String("event", schemas.EventCompleted, "event: "+strings.Join(schemas.EventNames, ", "))
 	dataPath := fs.String("data", "", "file holding the data object (JSON); - reads stdin")
@@ -73,12 +75,28 @@ func publishCommand(ctx context.Context, args []string, getenv func(string) stri
 	res, err := publisher.New(js).Publish(ctx, publisher.Event{
 		ID: *id, Name: *event, IntegrationID: *integration, OccurredAt: at, Data: data,
 	})
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return fmt.Errorf("%w (no stream takes events at %s: is it the dispatcher's NATS? `go run ./dispatcher` prints its address)", err, redactURL(*natsURL))
+	}
 	if err != nil {
 		return err
 	}
 	return json.NewEncoder(stdout).Encode(map[string]any{
 		"event_id": res.EventID, "subject": res.Subject, "stream_sequence": res.Sequence, "duplicate": res.Duplicate,
 	})
+}
+
+// embeddedURLFile is where the embedded default records its NATS address.
+func embeddedURLFile(dataDir string) string { return filepath.Join(dataDir, "nats-url") }
+
+// runningEmbeddedURL is the address a running embedded default recorded
+// ("" if none), in DISPATCHER_DATA_DIR or the default data dir.
+func runningEmbeddedURL(getenv func(string) string) string {
+	b, err := os.ReadFile(embeddedURLFile(firstNonEmpty(getenv("DISPATCHER_DATA_DIR"), config.Defaults().DataDir)))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func readData(path string, stdin io.Reader) ([]byte, error) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -457,6 +458,11 @@ func connectNATS(ctx context.Context, cfg config.Config, logger *slog.Logger) (*
 			logger.Warn("default NATS port busy: embedded NATS listens elsewhere", "url", url)
 		}
 		logger.Info("embedded NATS started; publishers connect here", "url", url, "store", filepath.Join(cfg.DataDir, "jetstream"))
+		// `dispatcher publish` reads the address here when NATS_URL is
+		// unset: the port differs from 4222 whenever that one is busy.
+		if err := os.WriteFile(embeddedURLFile(cfg.DataDir), []byte(url+"\n"), 0o644); err != nil {
+			logger.Warn("cannot record the embedded NATS address for `dispatcher publish`", "err", err)
+		}
 	}
 	closeAll := func(nc *nats.Conn) {
 		if nc != nil {
@@ -468,6 +474,7 @@ func connectNATS(ctx context.Context, cfg config.Config, logger *slog.Logger) (*
 		if embedded != nil {
 			embedded.Shutdown()
 			embedded.WaitForShutdown()
+			_ = os.Remove(embeddedURLFile(cfg.DataDir))
 		}
 	}
 	nc, err := nats.Connect(url,
