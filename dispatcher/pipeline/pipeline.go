@@ -304,7 +304,10 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job delivery.Jo
 	// The record is written before the next attempt is scheduled, so that
 	// attempt always finds this one in the log; a stop in between leaves a
 	// pending record, and the redelivered message only schedules (resume).
-	saveErr := p.persist(ctx, keepAlive, func(ctx context.Context) error { return p.DeliveryLog.Save(ctx, rec) })
+	saveErr := p.persist(ctx, keepAlive, p.saveUnlessSuperseded(rec, job))
+	if errors.Is(saveErr, errSuperseded) {
+		return p.superseded(ctx, span, job, res)
+	}
 	if saveErr != nil && rec.State == deliverylog.StateDead {
 		// The last attempt failed but the log does not say dead: acking now
 		// would lose the delivery for good (never listed as dead, never
@@ -327,6 +330,57 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job delivery.Jo
 		}
 	}
 	p.observe(ctx, span, job, rec, res, cfg.URL, saveErr)
+	return nil
+}
+
+// errSuperseded: another dispatcher recorded this attempt, or a later
+// one, while this one could not write the log (see saveUnlessSuperseded).
+var errSuperseded = errors.New("another dispatcher recorded this delivery meanwhile")
+
+// saveUnlessSuperseded returns the write of rec, job's record, for
+// persist. The first try just saves. A write that failed is made again
+// only after reading the log: while this process cannot write it, its
+// keep-alives may not reach the server either (its NATS node is cut off),
+// and once the message outlives AckWait JetStream hands it to another
+// dispatcher, which finds no record, makes the attempt again and records
+// it. This process's late write would replace that record with its own
+// outcome: a succeeded delivery turned back into pending, whose next
+// attempt, scheduled by this process, sends the event once more
+// (TestClusterNodePartitioned). So a record already past job is left
+// alone (errSuperseded, not retried), unless it is this process's own
+// write, applied although its answer was lost.
+func (p *Pipeline) saveUnlessSuperseded(rec *deliverylog.Delivery, job delivery.Job) func(context.Context) error {
+	tries := 0
+	return func(ctx context.Context) error {
+		if tries++; tries > 1 {
+			cur, err := p.DeliveryLog.Load(ctx, job.IntegrationID, job.DeliveryID)
+			switch {
+			case errors.Is(err, deliverylog.ErrNotFound):
+			case err != nil:
+				return err
+			case cur.UpdatedAt.Equal(rec.UpdatedAt) && cur.AttemptCount == rec.AttemptCount:
+				return nil // this process's write
+			case delivery.AlreadyDone(cur, job):
+				return errSuperseded
+			}
+		}
+		return p.DeliveryLog.Save(ctx, rec)
+	}
+}
+
+// superseded settles an attempt whose record another dispatcher's
+// outcome superseded: that dispatcher made the attempt again and
+// scheduled what follows, so this one records and schedules nothing.
+func (p *Pipeline) superseded(ctx context.Context, span trace.Span, job delivery.Job, res deliver.Result) error {
+	p.Metrics.attempt(ctx, job.Event, res)
+	span.SetAttributes(attribute.String("blazelock.attempt.outcome", res.Class))
+	p.Logger.LogAttrs(ctx, slog.LevelWarn, "delivery.attempted",
+		slog.String("delivery_id", job.DeliveryID), slog.String("event_id", job.EventID),
+		slog.String("integration_id", job.IntegrationID), slog.String("event", job.Event),
+		slog.Int("attempt", job.Attempt), slog.Int("series", job.Series),
+		slog.String("outcome", res.Class), slog.Int("status", res.StatusCode),
+		slog.Int64("duration_ms", res.Duration.Milliseconds()),
+		slog.String("record_err", errSuperseded.Error()+": not recorded over it"))
 	return nil
 }
 
@@ -380,8 +434,8 @@ func endpointOutcome(res deliver.Result) flow.Outcome {
 	}
 }
 
-// persist runs write until it succeeds or StoreRetryBudget has passed,
-// and returns its last error. Between tries it calls keepAlive, so that
+// persist runs write until it succeeds, reports errSuperseded or
+// StoreRetryBudget has passed, and returns its last error. Between tries it calls keepAlive, so that
 // JetStream does not hand the message to another process meanwhile
 // (while the server is unreachable that fails too, and a redelivery after
 // AckWait makes the attempt again: at-least-once).
@@ -392,7 +446,7 @@ func (p *Pipeline) persist(ctx context.Context, keepAlive func() error, write fu
 		writeCtx, cancel := context.WithTimeout(ctx, storeWriteTimeout)
 		err := write(writeCtx)
 		cancel()
-		if err == nil || p.now().Add(wait).After(deadline) {
+		if err == nil || errors.Is(err, errSuperseded) || p.now().Add(wait).After(deadline) {
 			return err
 		}
 		_ = keepAlive()

@@ -327,3 +327,90 @@ func TestAMessageHeldPastAckWaitIsCheckedAgainstTheLog(t *testing.T) {
 		})
 	}
 }
+
+// takenOverLog is the delivery log as seen by a dispatcher whose NATS node
+// is cut off: its writes fail, and during the first failure another
+// dispatcher (meanwhile) takes over the message and records its own
+// outcome in the shared log. lostAnswer instead applies the first write
+// and fails it anyway (its answer was lost).
+type takenOverLog struct {
+	pipeline.Recorder
+	once       sync.Once
+	takeOver   func()
+	lostAnswer bool
+}
+
+func (l *takenOverLog) Save(ctx context.Context, d *deliverylog.Delivery) error {
+	first := false
+	l.once.Do(func() { first = true })
+	switch {
+	case first && l.lostAnswer:
+		if err := l.Recorder.Save(ctx, d); err != nil {
+			return err
+		}
+		return context.DeadlineExceeded
+	case first:
+		l.takeOver()
+		return errRefused
+	}
+	return l.Recorder.Save(ctx, d)
+}
+
+// TestALateRecordDoesNotReplaceAnotherDispatchers: an attempt whose record
+// could not be written at once (its dispatcher cut off from NATS) may have
+// been made again meanwhile by another dispatcher, to which JetStream handed
+// the message after AckWait, and recorded there. Its late write must not
+// replace that record: here the first attempt failed (500), the other
+// dispatcher's succeeded, and a late "pending" record would have this
+// dispatcher schedule attempt 2, sending the event twice. A write applied
+// although its answer was lost is this dispatcher's own, and the next
+// attempt is still scheduled.
+func TestALateRecordDoesNotReplaceAnotherDispatchers(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		lostAnswer bool
+		requests   int64
+		state      string
+		attempts   int
+		scheduled  string
+	}{
+		{"taken over by another dispatcher", false, 2, deliverylog.StateSucceeded, 1, "0"},
+		{"own write applied, its answer lost", true, 1, deliverylog.StatePending, 1, "2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := &outageFixture{}
+			var log *takenOverLog
+			var other *pipeline.Pipeline
+			var msg jetstream.Msg
+			o.fixture = newFixture(t, func(d *pipeline.Deps) {
+				other = pipeline.New(*d) // the other dispatcher writes the log freely
+				log = &takenOverLog{Recorder: d.DeliveryLog, lostAnswer: tc.lostAnswer}
+				d.DeliveryLog, d.StoreRetryBudget = log, 10*time.Second
+			})
+			log.takeOver = func() {
+				if err := other.HandleEvent(context.Background(), msg, noSlot{}); err != nil {
+					t.Errorf("the other dispatcher's HandleEvent = %v", err)
+				}
+			}
+			// The endpoint fails the event's first request only.
+			if err := o.receiver.SetFaults(receiver.Faults{FailFirst: 1}); err != nil {
+				t.Fatal(err)
+			}
+			o.publish(t, 1)
+			msg = o.next(t)
+			if err := o.pipe.HandleEvent(context.Background(), msg, noSlot{}); err != nil {
+				t.Fatalf("HandleEvent = %v, want nil (acknowledge)", err)
+			}
+			rec := o.record(t, msg)
+			if rec.State != tc.state || rec.AttemptCount != tc.attempts {
+				t.Fatalf("record %s after %d attempts, want %s after %d", rec.State, rec.AttemptCount, tc.state, tc.attempts)
+			}
+			if got := o.scheduledAttempt(t, rec.ID); got != tc.scheduled {
+				t.Fatalf("scheduled attempt %s, want %s", got, tc.scheduled)
+			}
+			if got := o.receiver.Stats().Received; got != tc.requests {
+				t.Fatalf("the endpoint received %d requests, want %d", got, tc.requests)
+			}
+		})
+	}
+}
