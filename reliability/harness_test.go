@@ -322,7 +322,12 @@ func (d *dispatcher) api(method, path string, in, out any) int {
 // teaches ep its secret. It returns the integration id.
 func (c *cluster) configure(d *dispatcher, ep *endpoint, events ...string) string {
 	c.t.Helper()
-	id := uuid.Must(uuid.NewV7()).String()
+	return c.configureID(d, ep, uuid.Must(uuid.NewV7()).String(), events...)
+}
+
+// configureID is configure for an integration id chosen by the test.
+func (c *cluster) configureID(d *dispatcher, ep *endpoint, id string, events ...string) string {
+	c.t.Helper()
 	if len(events) == 0 {
 		events = schemas.EventNames
 	}

@@ -231,6 +231,18 @@ func (c *RedisCluster) ShardClient(p *harness.Redis) *redis.Client {
 	return node
 }
 
+// ReplicaClient returns a plain client of one node that sends READONLY on
+// every connection, so that a replica answers reads of its primary's
+// slots instead of redirecting them; closed at cleanup.
+func (c *RedisCluster) ReplicaClient(p *harness.Redis) *redis.Client {
+	node := redis.NewClient(&redis.Options{
+		Addr: p.Addr, DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1,
+		OnConnect: func(ctx context.Context, cn *redis.Conn) error { return cn.ReadOnly(ctx).Err() },
+	})
+	c.t.Cleanup(func() { _ = node.Close() })
+	return node
+}
+
 // Restart starts a killed node again on its port and waits until the
 // cluster is whole again.
 func (c *RedisCluster) Restart(p *harness.Redis) {
