@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/blazelock/webhooks/internal/harness"
 	"github.com/blazelock/webhooks/internal/natsinfra"
 	"github.com/blazelock/webhooks/internal/testinfra"
-	"github.com/blazelock/webhooks/schemas"
 	"github.com/blazelock/webhooks/subscriber/receiver"
 )
 
@@ -95,38 +93,12 @@ func TestRedisClusterFailover(t *testing.T) {
 	yEp := newEndpoint(t, receiver.Faults{})
 	y := c.configureID(b, yEp, idOnShard(t, rc, gen.keyPrefix(), primary))
 
-	want := map[string]outcome{}
-	by := map[string][]string{}
-	var toXOld, toXNew, toY []sentEvent
-	burst := func(id string, n int) []sentEvent {
-		var out []sentEvent
-		for i := range n {
-			ev := c.publish(id, schemas.EventNames[i%3])
-			want[ev.ID] = succeeded
-			by[id] = append(by[id], ev.ID)
-			out = append(out, ev)
-		}
-		return out
-	}
-	settle := func(what string) {
-		t.Helper()
-		testinfra.WaitFor(t, 60*time.Second, what, func() bool {
-			if n := len(xOld.Deliveries()); n > len(toXOld) {
-				t.Fatalf("X's old URL received %d requests for %d events published before the change: a stale configuration was used", n, len(toXOld))
-			}
-			if st := yEp.Stats(); st.Rejected > 0 {
-				t.Fatalf("Y's endpoint refused %d requests (%v): signed with the rotated-out secret", st.Rejected, st.RejectedBy)
-			}
-			return xOld.Stats().Accepted == int64(len(toXOld)) && xNew.Stats().Accepted == int64(len(toXNew)) &&
-				yEp.Stats().Accepted == int64(len(toY))
-		})
-	}
+	cc := newConfigChange(t, c, x, xOld, xNew, y, yEp)
 
 	// Warm X's and Y's entries on the primary, and let the replica copy
 	// them.
-	toXOld = burst(x, 5)
-	toY = burst(y, 5)
-	settle("the warm-up bursts delivered")
+	cc.burstBoth(5)
+	cc.settle("the warm-up bursts delivered")
 	var oldX, oldY string
 	testinfra.WaitFor(t, 30*time.Second, "the replica to hold X's and Y's entries", func() bool {
 		oldX, oldY = entry(primaryClient, x), entry(primaryClient, y)
@@ -135,14 +107,7 @@ func TestRedisClusterFailover(t *testing.T) {
 
 	// 1 and 2: the replica misses the changes.
 	rc.StallReplication(replica)
-	xNew.SetSecret(x, c.secret(b, x)) // a URL change keeps the secret
-	c.putWebhook(a, x, true, xNew.base()+"/webhooks/"+x, schemas.EventNames)
-	var rotated struct{ Secret string }
-	if code := b.api("POST", "/v1/integrations/"+y+"/webhook/secret/rotate", nil, &rotated); code != http.StatusOK {
-		t.Fatalf("rotate: %d", code)
-	}
-	changed := time.Now()
-	yEp.SetSecret(y, rotated.Secret)
+	cc.change(a, b)
 	if g := cacheGeneration(t, c); g.Token != gen.Token {
 		t.Fatalf("the change moved the cache generation (%s): the test needs it written into the entries the replica misses", g.Reason)
 	}
@@ -152,17 +117,15 @@ func TestRedisClusterFailover(t *testing.T) {
 	if stale, current := entry(replicaClient, y), entry(primaryClient, y); stale != oldY || current == oldY {
 		t.Fatalf("the replica should cache Y's entry from before the rotation and the primary a newer one: the test would prove nothing")
 	}
-	toXNew = burst(x, 3)
-	toY = append(toY, burst(y, 3)...)
-	settle("the bursts after the change delivered")
+	cc.burstBoth(3)
+	cc.settle("the bursts after the change delivered")
 
 	// 3: the primary dies under load; the cluster promotes the replica.
 	killedAt := time.Now()
 	atKill := load.count()
 	rc.KillPrimary(primary)
 	rc.ResumeReplication(replica) // it has discarded what it held back
-	toXNew = append(toXNew, burst(x, 3)...)
-	toY = append(toY, burst(y, 3)...)
+	cc.burstBoth(3)
 	rc.WaitPromoted(replica)
 	promoted := time.Since(killedAt)
 	// Read once the cluster is ok again: a node that counts a shard as
@@ -170,18 +133,11 @@ func TestRedisClusterFailover(t *testing.T) {
 	if v := entry(replicaClient, x); v != oldX {
 		t.Fatalf("the promoted replica does not hold X's old entry (%q): the test would prove nothing", v)
 	}
-	duringFailover := 0 // steady events published after the kill and delivered before the promotion
-	for _, ev := range load.sent()[atKill:] {
-		for _, arr := range steadyEp.arrivals()[ev.ID] {
-			if arr.Outcome == receiver.OutcomeAccepted && arr.ArrivedAt.Before(killedAt.Add(promoted)) {
-				duringFailover++
-			}
-		}
-	}
+	duringFailover := deliveredBefore(load, atKill, steadyEp, killedAt.Add(promoted))
 	if duringFailover == 0 {
 		t.Errorf("no steady event published after the kill was delivered before the cluster promoted the replica: deliveries stopped with the primary")
 	}
-	settle("the bursts published while the shard had no primary delivered")
+	cc.settle("the bursts published while the shard had no primary delivered")
 
 	// The dispatchers notice the new process and move the generation
 	// before they use the promoted node.
@@ -219,7 +175,7 @@ func TestRedisClusterFailover(t *testing.T) {
 	last := time.Time{}
 	testinfra.WaitFor(t, 60*time.Second, "the dispatchers to read the cache on the promoted replica", func() bool {
 		if time.Since(last) >= 200*time.Millisecond {
-			toZ = append(toZ, burst(z, 1)...)
+			toZ = append(toZ, cc.burst(z, 1)...)
 			last = time.Now()
 		}
 		return strings.Contains(cachedURL(t, replicaClient, z), zEp.base()) && evalshaCalls(t, replicaClient) >= calls+20
@@ -228,28 +184,16 @@ func TestRedisClusterFailover(t *testing.T) {
 	if v := entry(replicaClient, x); v != oldX {
 		t.Fatalf("X's stale entry is gone from the promoted node (%q): the test would prove nothing", v)
 	}
-	toXNew = append(toXNew, burst(x, 5)...)
-	toY = append(toY, burst(y, 5)...)
-	settle("the bursts after the failover delivered")
+	cc.burstBoth(5)
+	cc.settle("the bursts after the failover delivered")
 
 	testinfra.WaitFor(t, 5*time.Minute, "the steady load to reach its count", func() bool { return load.count() >= minSteady })
 	load.halt()
 	sent := load.wait(t)
-	for _, ev := range sent {
-		want[ev.ID] = succeeded
-		by[ev.Integration] = append(by[ev.Integration], ev.ID)
-	}
-	c.awaitOutcomes(a, want, by, 2*time.Minute)
-	dups := checkArrivals(t, steadyEp, sent) + checkArrivals(t, xOld, toXOld) + checkArrivals(t, xNew, toXNew) +
-		checkArrivals(t, yEp, toY) + checkArrivals(t, zEp, toZ)
-	for _, arr := range xOld.Deliveries() {
-		if arr.ArrivedAt.After(changed) {
-			t.Errorf("X's old URL received event %s (attempt %s) %s after the change was answered", arr.EventID, arr.AttemptHeader, arr.ArrivedAt.Sub(changed))
-		}
-	}
+	dups := cc.finish(a, steadyEp, sent, map[*endpoint][]sentEvent{zEp: toZ})
 	t.Logf("the cluster promoted %s %s after the kill of %s; %d steady events published after the kill were delivered before that (from KV); the generation moved %s, a change was confirmed in the cache without moving it %s and reads hit the promoted node %s after the kill; longest pause in the steady deliveries from the kill on %s (deliveries per second from the kill: %s); %d steady events (%d before the kill) and %d in bursts; %d duplicates (bound 0)",
 		replica.Name, promoted.Round(time.Millisecond), primary.Name, duringFailover, genMoved.Round(time.Millisecond), changesConfirmed.Round(time.Millisecond), cacheBack.Round(time.Millisecond),
-		longestPause(killedAt, killedAt.Add(time.Minute), steadyEp).Round(time.Millisecond), timeline(killedAt, 0, 8, steadyEp), len(sent), atKill, len(want)-len(sent), dups)
+		longestPause(killedAt, killedAt.Add(time.Minute), steadyEp).Round(time.Millisecond), timeline(killedAt, 0, 8, steadyEp), len(sent), atKill, len(cc.want)-len(sent), dups)
 	if dups != 0 {
 		t.Errorf("%d duplicates, want none: a Redis Cluster failover must not make JetStream redeliver", dups)
 	}

@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"context"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,7 +10,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/blazelock/webhooks/internal/testinfra"
-	"github.com/blazelock/webhooks/schemas"
 	"github.com/blazelock/webhooks/subscriber/receiver"
 )
 
@@ -49,39 +47,13 @@ func TestRedisSentinelFailover(t *testing.T) {
 	yEp := newEndpoint(t, receiver.Faults{})
 	y := c.configure(b, yEp)
 
-	want := map[string]outcome{}
-	by := map[string][]string{}
-	var toXOld, toXNew, toY []sentEvent
-	burst := func(id string, n int) []sentEvent {
-		var out []sentEvent
-		for i := range n {
-			ev := c.publish(id, schemas.EventNames[i%3])
-			want[ev.ID] = succeeded
-			by[id] = append(by[id], ev.ID)
-			out = append(out, ev)
-		}
-		return out
-	}
-	settle := func(what string) {
-		t.Helper()
-		testinfra.WaitFor(t, 60*time.Second, what, func() bool {
-			if n := len(xOld.Deliveries()); n > len(toXOld) {
-				t.Fatalf("X's old URL received %d requests for %d events published before the change: a stale configuration was used", n, len(toXOld))
-			}
-			if st := yEp.Stats(); st.Rejected > 0 {
-				t.Fatalf("Y's endpoint refused %d requests (%v): signed with the rotated-out secret", st.Rejected, st.RejectedBy)
-			}
-			return xOld.Stats().Accepted == int64(len(toXOld)) && xNew.Stats().Accepted == int64(len(toXNew)) &&
-				yEp.Stats().Accepted == int64(len(toY))
-		})
-	}
+	cc := newConfigChange(t, c, x, xOld, xNew, y, yEp)
 	load := c.startLoad(steady, scaled(400, 1500), 50*time.Millisecond)
 	testinfra.WaitFor(t, 60*time.Second, "40 steady events delivered", func() bool { return steadyEp.Stats().Accepted >= 40 })
 
 	// Warm the cache through the primary, and let the replica copy it.
-	toXOld = burst(x, 5)
-	toY = burst(y, 5)
-	settle("the warm-up bursts delivered")
+	cc.burstBoth(5)
+	cc.settle("the warm-up bursts delivered")
 	if n, err := primary.DBSize(ctx).Result(); err != nil || n == 0 {
 		t.Fatalf("the primary holds %d keys (%v): the dispatchers do not use the cache through Sentinel", n, err)
 	}
@@ -91,69 +63,41 @@ func TestRedisSentinelFailover(t *testing.T) {
 
 	// 1 and 2: the replica misses the changes.
 	rs.CutReplication()
-	xNew.SetSecret(x, c.secret(b, x)) // a URL change keeps the secret
-	c.putWebhook(a, x, true, xNew.base()+"/webhooks/"+x, schemas.EventNames)
-	var rotated struct{ Secret string }
-	if code := b.api("POST", "/v1/integrations/"+y+"/webhook/secret/rotate", nil, &rotated); code != http.StatusOK {
-		t.Fatalf("rotate: %d", code)
-	}
-	changed := time.Now()
-	yEp.SetSecret(y, rotated.Secret)
+	cc.change(a, b)
 	if old, current := cachedURL(t, replica, x), cachedURL(t, primary, x); !strings.Contains(old, xOld.base()) || strings.Contains(old, xNew.base()) || !strings.Contains(current, xNew.base()) {
 		t.Fatalf("the replica should cache X's old URL and the primary the new one; replica %q, primary %q: the test would prove nothing", old, current)
 	}
-	toXNew = burst(x, 3)
-	toY = append(toY, burst(y, 3)...)
-	settle("the bursts after the change delivered")
+	cc.burstBoth(3)
+	cc.settle("the bursts after the change delivered")
 
 	// 3: the primary dies; Sentinel promotes the replica.
 	killedAt := time.Now()
 	rs.Primary.Kill()
 	atKill := load.count()
-	toXNew = append(toXNew, burst(x, 3)...)
-	toY = append(toY, burst(y, 3)...)
+	cc.burstBoth(3)
 	testinfra.WaitFor(t, 60*time.Second, "Sentinel to promote the replica", func() bool { return rs.Master() == rs.Replica.Addr })
 	switched := time.Since(killedAt)
-	duringFailover := 0 // steady events published after the kill and delivered before Sentinel's switch
-	for _, ev := range load.sent()[atKill:] {
-		for _, arr := range steadyEp.arrivals()[ev.ID] {
-			if arr.Outcome == receiver.OutcomeAccepted && arr.ArrivedAt.Before(killedAt.Add(switched)) {
-				duringFailover++
-			}
-		}
-	}
+	duringFailover := deliveredBefore(load, atKill, steadyEp, killedAt.Add(switched))
 	if duringFailover == 0 {
 		t.Errorf("no steady event published after the kill was delivered before Sentinel promoted the replica: deliveries stopped with the primary")
 	}
-	settle("the bursts published while the primary was down delivered")
+	cc.settle("the bursts published while the primary was down delivered")
 	// The dispatchers read through the promoted replica again (only they
 	// call EVALSHA).
 	callsAtSwitch := evalshaCalls(t, replica)
 	testinfra.WaitFor(t, 60*time.Second, "the dispatchers to read the cache on the promoted replica", func() bool {
-		toXNew = append(toXNew, burst(x, 1)...)
-		toY = append(toY, burst(y, 1)...)
+		cc.burstBoth(1)
 		time.Sleep(200 * time.Millisecond)
 		return evalshaCalls(t, replica) >= callsAtSwitch+20
 	})
-	toXNew = append(toXNew, burst(x, 5)...)
-	toY = append(toY, burst(y, 5)...)
-	settle("the bursts after the failover delivered")
+	cc.burstBoth(5)
+	cc.settle("the bursts after the failover delivered")
 
 	sent := load.wait(t)
-	for _, ev := range sent {
-		want[ev.ID] = succeeded
-		by[ev.Integration] = append(by[ev.Integration], ev.ID)
-	}
-	c.awaitOutcomes(a, want, by, 2*time.Minute)
-	dups := checkArrivals(t, steadyEp, sent) + checkArrivals(t, xOld, toXOld) + checkArrivals(t, xNew, toXNew) + checkArrivals(t, yEp, toY)
-	for _, arr := range xOld.Deliveries() {
-		if arr.ArrivedAt.After(changed) {
-			t.Errorf("X's old URL received event %s (attempt %s) %s after the change was answered", arr.EventID, arr.AttemptHeader, arr.ArrivedAt.Sub(changed))
-		}
-	}
+	dups := cc.finish(a, steadyEp, sent, nil)
 	t.Logf("Sentinel promoted the replica %s after the kill; %d steady events published after the kill were delivered before that (from KV); longest pause in the steady deliveries from the kill on %s; %d steady events (%d before the kill) and %d in bursts; %d duplicates (bound 0)",
 		switched.Round(time.Millisecond), duringFailover, longestPause(killedAt, killedAt.Add(time.Minute), steadyEp).Round(time.Millisecond),
-		len(sent), atKill, len(want)-len(sent), dups)
+		len(sent), atKill, len(cc.want)-len(sent), dups)
 	if dups != 0 {
 		t.Errorf("%d duplicates, want none: a Redis failover must not make JetStream redeliver", dups)
 	}
