@@ -152,7 +152,7 @@ func variables(d Config) []Variable {
 		{"DISPATCHER_HTTP_ADDR", d.HTTPAddr, "management API, Webhook section pages (/portal/), /healthz, /readyz and /metrics listener"},
 		{"DISPATCHER_ADMIN_TOKEN", "required with NATS_URL; generated into the data dir by the embedded default", "bearer token of the management API (at least 32 characters)"},
 		{"DISPATCHER_DATA_DIR", d.DataDir, "embedded NATS store and the generated development keys"},
-		{"DISPATCHER_NATS_LISTEN", d.NATSListen, "client listener of the embedded NATS; a busy default falls back to a free port (printed), a busy explicit address is an error"},
+		{"DISPATCHER_NATS_LISTEN", d.NATSListen, "client listener of the embedded NATS; a busy default falls back to a free port (printed, and recorded in `DISPATCHER_DATA_DIR/nats-url` for `dispatcher publish`), a busy explicit address is an error"},
 		{"DISPATCHER_SECRET_KEY", "required with NATS_URL; generated into the data dir by the embedded default", "32 random bytes in standard base64 (head -c 32 /dev/urandom | base64) encrypting webhook secrets at rest; shared by all dispatchers"},
 		{"DISPATCHER_ALLOW_PRIVATE_TARGETS", strconv.FormatBool(d.AllowPrivateTargets), "allow http and loopback/private webhook targets (local development and tests only)"},
 		{"DISPATCHER_RETRY_SCHEDULE", formatDelays(p.RetryDelays), "delays before attempts 2..N; its length + 1 is the attempt limit"},
