@@ -58,6 +58,11 @@ func newReadBatcher(cache redis.UniversalClient) *readBatcher {
 // read runs the read script sha on key, batched with concurrent reads.
 // After close it reads directly.
 func (b *readBatcher) read(ctx context.Context, sha, key string) (string, error) {
+	// A select with both cases ready picks one at random: without this, a
+	// read whose ctx has already ended could still be queued and answered.
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
 	r := &cacheRead{sha: sha, key: key, done: make(chan struct{})}
 	b.closing.RLock()
 	if b.closed {
