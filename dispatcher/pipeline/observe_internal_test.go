@@ -34,10 +34,13 @@ func TestObserveLogLine(t *testing.T) {
 		level   slog.Level
 		saveErr error
 		want    []string // empty: no line
+		notWant []string
 	}{
-		{"info: the wide line", slog.LevelInfo, nil, []string{"level=INFO", "msg=delivery.attempted", "host=hooks.example:8443", "outcome=success", "state=succeeded"}},
-		{"warn: nothing", slog.LevelWarn, nil, nil},
-		{"warn: record failure still logged", slog.LevelWarn, errors.New("kv down"), []string{"level=ERROR", "record_err=\"kv down\"", "host=hooks.example:8443"}},
+		{"info: the wide line", slog.LevelInfo, nil, []string{"level=INFO", "msg=delivery.attempted", "host=hooks.example:8443", "outcome=success", "state=succeeded"}, nil},
+		{"warn: nothing", slog.LevelWarn, nil, nil, nil},
+		{"warn: record failure still logged", slog.LevelWarn, errors.New("kv down"), []string{"level=ERROR", "record_err=\"kv down\"", "host=hooks.example:8443", "state=succeeded"}, nil},
+		// The other dispatcher's record stands: this one's state is not the delivery's.
+		{"warn: superseded attempt logged without a state", slog.LevelWarn, errSuperseded, []string{"level=WARN", "record_err=", "outcome=success", "host=hooks.example:8443"}, []string{"state="}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
@@ -55,6 +58,11 @@ func TestObserveLogLine(t *testing.T) {
 			for _, w := range tc.want {
 				if !strings.Contains(out, w) {
 					t.Errorf("line %q lacks %q", out, w)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(out, w) {
+					t.Errorf("line %q has %q", out, w)
 				}
 			}
 			if strings.Contains(out, "token=secret") {

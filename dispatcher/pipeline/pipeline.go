@@ -306,7 +306,10 @@ func (p *Pipeline) attempt(ctx context.Context, span trace.Span, job delivery.Jo
 	// pending record, and the redelivered message only schedules (resume).
 	saveErr := p.persist(ctx, keepAlive, p.saveUnlessSuperseded(rec, job))
 	if errors.Is(saveErr, errSuperseded) {
-		return p.superseded(ctx, span, job, res)
+		// The other dispatcher made this attempt again and scheduled what
+		// follows: record and schedule nothing.
+		p.observe(ctx, span, job, rec, res, cfg.URL, saveErr)
+		return nil
 	}
 	if saveErr != nil && rec.State == deliverylog.StateDead {
 		// The last attempt failed but the log does not say dead: acking now
@@ -366,22 +369,6 @@ func (p *Pipeline) saveUnlessSuperseded(rec *deliverylog.Delivery, job delivery.
 		}
 		return p.DeliveryLog.Save(ctx, rec)
 	}
-}
-
-// superseded settles an attempt whose record another dispatcher's
-// outcome superseded: that dispatcher made the attempt again and
-// scheduled what follows, so this one records and schedules nothing.
-func (p *Pipeline) superseded(ctx context.Context, span trace.Span, job delivery.Job, res deliver.Result) error {
-	p.Metrics.attempt(ctx, job.Event, res)
-	span.SetAttributes(attribute.String("blazelock.attempt.outcome", res.Class))
-	p.Logger.LogAttrs(ctx, slog.LevelWarn, "delivery.attempted",
-		slog.String("delivery_id", job.DeliveryID), slog.String("event_id", job.EventID),
-		slog.String("integration_id", job.IntegrationID), slog.String("event", job.Event),
-		slog.Int("attempt", job.Attempt), slog.Int("series", job.Series),
-		slog.String("outcome", res.Class), slog.Int("status", res.StatusCode),
-		slog.Int64("duration_ms", res.Duration.Milliseconds()),
-		slog.String("record_err", errSuperseded.Error()+": not recorded over it"))
-	return nil
 }
 
 // request reads the webhook config and, unless the attempt is to be
@@ -501,21 +488,31 @@ func (p *Pipeline) reject(ctx context.Context, span trace.Span, deliveryID strin
 	return &consume.Terminate{Reason: r.Reason}
 }
 
-// observe writes the one wide log line of the attempt, its metrics and span attributes.
+// observe writes the one wide log line of the attempt, its metrics and
+// span attributes. An attempt superseded by another dispatcher's record
+// (errSuperseded) is counted and logged at warn, but its rec is not the
+// delivery's state: that is the other dispatcher's to report.
 func (p *Pipeline) observe(ctx context.Context, span trace.Span, job delivery.Job, rec *deliverylog.Delivery, res deliver.Result, target string, saveErr error) {
+	recorded := !errors.Is(saveErr, errSuperseded)
 	p.Metrics.attempt(ctx, job.Event, res)
-	if rec.State != deliverylog.StatePending {
+	if recorded && rec.State != deliverylog.StatePending {
 		p.Metrics.final(ctx, rec.State)
 	}
-	if rec.State == deliverylog.StateSucceeded {
+	if recorded && rec.State == deliverylog.StateSucceeded {
 		p.Metrics.latency(ctx, job.Event, res.StartedAt.Add(res.Duration).Sub(job.CreatedAt))
 	}
-	span.SetAttributes(attribute.String("blazelock.delivery.state", rec.State), attribute.String("blazelock.attempt.outcome", res.Class))
+	if recorded {
+		span.SetAttributes(attribute.String("blazelock.delivery.state", rec.State))
+	}
+	span.SetAttributes(attribute.String("blazelock.attempt.outcome", res.Class))
 	if !res.OK() {
 		span.SetStatus(codes.Error, res.Class)
 	}
 	level := slog.LevelInfo
-	if saveErr != nil {
+	switch {
+	case !recorded:
+		level = slog.LevelWarn
+	case saveErr != nil:
 		level = slog.LevelError
 	}
 	// Building the line costs a URL parse and a dozen attributes per
@@ -533,9 +530,12 @@ func (p *Pipeline) observe(ctx context.Context, span trace.Span, job delivery.Jo
 		slog.Int("attempt", job.Attempt), slog.Int("max_attempts", p.RetryPolicy.MaxAttempts()),
 		slog.Int("series", job.Series), slog.String("host", host),
 		slog.String("outcome", res.Class), slog.Int("status", res.StatusCode),
-		slog.Int64("duration_ms", res.Duration.Milliseconds()), slog.String("state", rec.State),
+		slog.Int64("duration_ms", res.Duration.Milliseconds()),
 	}
-	if rec.NextAttemptAt != nil {
+	if recorded {
+		attrs = append(attrs, slog.String("state", rec.State))
+	}
+	if recorded && rec.NextAttemptAt != nil {
 		attrs = append(attrs, slog.Time("next_attempt_at", *rec.NextAttemptAt))
 	}
 	if res.Err != nil {
