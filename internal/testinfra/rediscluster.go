@@ -28,7 +28,7 @@ type RedisCluster struct {
 	URL string
 	// Shards are the primaries the cluster started with, Replicas (with
 	// the option) their replicas, Replicas[i] replicating Shards[i]. Roles
-	// change with failovers: ask Primary and NodeForKey.
+	// change with failovers: ask IsPrimary and NodeForKey.
 	Shards   []*harness.Redis
 	Replicas []*harness.Redis
 }
