@@ -212,7 +212,18 @@ func (p *portalSuite) fillSettings(tab context.Context, enabled bool, url string
 			p.do(tab, chromedp.Click(chromedp.CSS(sel)))
 		}
 	}
+	// The form posts and its answer is a new page. Wait for it, so that
+	// what the caller reads next comes from that page and not from the
+	// one it left, whose nodes vanish under a query ("No node with given
+	// id found", seen once in CI).
+	get(p, tab, chromedp.Evaluate[bool](`window.leaving = true`))
 	p.do(tab, chromedp.Click(chromedp.CSS(`form[action$="/webhook"] button[type=submit]`)))
+	testinfra.WaitFor(p.t, browserTimeout, "the page the settings form's answer loads", func() bool {
+		ctx, cancel := context.WithTimeout(tab, time.Second)
+		defer cancel()
+		loaded, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.leaving === undefined && document.readyState === "complete"`))
+		return err == nil && loaded
+	})
 }
 
 func (p *portalSuite) testCreate(t *testing.T) {
